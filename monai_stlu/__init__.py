@@ -1,0 +1,9 @@
+# Copyright (c) monai_stlu contributors
+# Licensed under the Apache License, Version 2.0
+"""monai_stlu: MONAI-native semi-supervised 3D medical image segmentation (STLU-Net and its baselines)."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import data, engines, handlers, inferers, losses, metrics, networks, utils

@@ -1,0 +1,81 @@
+# Copyright (c) monai_stlu contributors
+# Licensed under the Apache License, Version 2.0
+"""Synthetic volumes in the LA h5 layout, for demos and tests on machines without the real data."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["synthetic_case", "write_synthetic_la"]
+
+
+def synthetic_case(
+    shape: Sequence[int] = (96, 96, 64), seed: int = 0, noise: float = 0.6
+) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic "atrium": a noisy, z-scored image of an ellipsoid blob and its binary label.
+
+    Args:
+        shape: spatial shape (X, Y, Z).
+        seed: random seed (each seed gives a different blob position, size and noise).
+        noise: standard deviation of the Gaussian noise relative to the blob contrast.
+
+    Returns:
+        ``(image float32, label uint8)``, both of ``shape``.
+    """
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(s) for s in shape)
+    grid = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij"))
+    center = np.array([rng.uniform(0.35, 0.65) * s for s in shape], dtype=np.float32)
+    radii = np.array([rng.uniform(0.15, 0.25) * s for s in shape], dtype=np.float32)
+    dist = (((grid - center[:, None, None, None]) / radii[:, None, None, None]) ** 2).sum(0)
+    label = (dist < 1.0).astype(np.uint8)
+    smooth = np.exp(-np.clip(dist - 1.0, 0, None) * 2.0) * (dist >= 1.0) + (dist < 1.0)
+    image = smooth + rng.normal(0.0, noise, shape)
+    image = ((image - image.mean()) / (image.std() + 1e-8)).astype(np.float32)
+    return image, label
+
+
+def write_synthetic_la(
+    out_dir: str,
+    num_train: int = 12,
+    num_test: int = 4,
+    shape: Sequence[int] = (96, 96, 64),
+    seed: int = 0,
+    overwrite: bool = False,
+) -> str:
+    """Write a small data set in the community LA layout: ``2018LA_Seg_Training Set/<ID>/mri_norm2.h5`` with
+    ``image``/``label`` datasets, plus ``train.list`` and ``test.list``.
+
+    Args:
+        out_dir: the dataset directory to create.
+        num_train: cases listed in ``train.list``.
+        num_test: cases listed in ``test.list``.
+        shape: spatial shape of every case.
+        seed: base random seed.
+        overwrite: replace existing files; otherwise existing cases are kept.
+
+    Returns:
+        ``out_dir``.
+    """
+    import h5py
+
+    case_dir = os.path.join(out_dir, "2018LA_Seg_Training Set")
+    ids = [f"SYNTH{i:04d}" for i in range(num_train + num_test)]
+    for i, case_id in enumerate(ids):
+        path = os.path.join(case_dir, case_id, "mri_norm2.h5")
+        if os.path.exists(path) and not overwrite:
+            continue
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        image, label = synthetic_case(shape, seed=seed + i)
+        tmp = path + ".tmp"
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("image", data=image, compression="gzip")
+            f.create_dataset("label", data=label, compression="gzip")
+        os.replace(tmp, path)
+    for name, part in (("train.list", ids[:num_train]), ("test.list", ids[num_train:])):
+        with open(os.path.join(out_dir, name), "w") as f:
+            f.write("\n".join(part) + "\n")
+    return out_dir

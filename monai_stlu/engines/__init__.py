@@ -1,0 +1,4 @@
+from __future__ import annotations
+
+from .methods import SemiSupervisedMethod, STLUMethod
+from .semi_supervised_trainer import SemiSupervisedTrainer

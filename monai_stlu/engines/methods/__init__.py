@@ -1,0 +1,4 @@
+from __future__ import annotations
+
+from .base import SemiSupervisedMethod
+from .stlu import STLUMethod

@@ -1,0 +1,60 @@
+# Copyright (c) monai_stlu contributors
+# Licensed under the Apache License, Version 2.0
+"""The slot a semi-supervised method fills in :py:class:`monai_stlu.engines.SemiSupervisedTrainer`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from monai_stlu.engines.semi_supervised_trainer import SemiSupervisedTrainer
+
+__all__ = ["SemiSupervisedMethod"]
+
+
+class SemiSupervisedMethod(nn.Module):
+    """Base class of a method's per-iteration loss, the strategy the trainer calls once per iteration.
+
+    A method is an ``nn.Module`` so that any state it owns (an EMA teacher, a second network) moves with
+    ``.to(device)`` and is saved and restored by ``CheckpointSaver``/checkpoint loading through ``state_dict``.
+
+    Subclasses implement :py:meth:`forward` and may override :py:meth:`attach` to register their own ignite
+    handlers (an EMA update, say) or extra parameters on the trainer's optimizer.
+
+    Attributes:
+        uses_unlabeled: whether the trainer must draw an unlabeled batch every iteration.
+    """
+
+    uses_unlabeled: bool = True
+
+    def attach(self, engine: SemiSupervisedTrainer) -> None:
+        """Called once by the trainer's constructor; the default does nothing."""
+
+    def forward(  # type: ignore[override]
+        self,
+        network: nn.Module,
+        image_labeled: torch.Tensor,
+        label: torch.Tensor,
+        image_unlabeled: torch.Tensor | None,
+    ) -> dict[str, Any]:
+        """Compute the loss of one iteration.
+
+        Args:
+            network: the trainer's network, in train mode.
+            image_labeled: labeled images (B, C, *spatial).
+            label: their class-index labels (B, 1, *spatial).
+            image_unlabeled: unlabeled images, or None when ``uses_unlabeled`` is False.
+
+        Returns:
+            a dict with ``"pred"`` (logits of the labeled images), ``"loss"`` (the scalar to back-propagate) and
+            any further loss terms as floats for logging.
+        """
+        raise NotImplementedError
+
+    @staticmethod
+    def term(value: torch.Tensor | float) -> float:
+        """A loss term as a plain float for ``engine.state.output`` (no graph kept)."""
+        return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)

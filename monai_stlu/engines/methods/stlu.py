@@ -1,0 +1,63 @@
+# Copyright (c) monai_stlu contributors
+# Licensed under the Apache License, Version 2.0
+"""STLU-Net's loss: supervised Dice on both streams, symmetric argmax pseudo-labels between them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from monai_stlu.engines.methods.base import SemiSupervisedMethod
+from monai_stlu.losses.pseudo_label_loss import SymmetricPseudoLabelLoss
+from monai_stlu.losses.seg_dice_loss import SegDiceLoss
+
+__all__ = ["STLUMethod"]
+
+
+class STLUMethod(SemiSupervisedMethod):
+    """``L = Dice(p_d^l, y) + Dice(p_m^l, y) + gamma * [Dice(p_d^u, argmax p_m^u) + Dice(p_m^u, argmax p_d^u)]``.
+
+    The network must be an :py:class:`monai_stlu.networks.nets.STLUNet` (called as ``network(x_l, x_u)``).
+    ``gamma`` is set every iteration by :py:class:`monai_stlu.handlers.RampUpHandler`
+    (attribute ``"gamma"``); without the handler it stays at ``gamma``'s initial value.
+
+    Reference:
+        "Enhancing semi-supervised medical image segmentation via semantic transfer", Pattern Recognition 2026.
+
+    Args:
+        sup_loss: supervised loss ``(logits, label) -> scalar``; default :py:class:`monai_stlu.losses.SegDiceLoss`.
+        unsup_loss: unsupervised loss ``(logits_a, logits_b) -> scalar``; default
+            :py:class:`monai_stlu.losses.SymmetricPseudoLabelLoss` over the same Dice.
+        gamma: the initial weight of the unsupervised loss.
+    """
+
+    def __init__(
+        self,
+        sup_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        unsup_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        gamma: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.sup_loss = SegDiceLoss() if sup_loss is None else sup_loss
+        self.unsup_loss = SymmetricPseudoLabelLoss(self.sup_loss) if unsup_loss is None else unsup_loss
+        self.gamma = float(gamma)
+
+    def forward(  # type: ignore[override]
+        self, network: nn.Module, image_labeled: torch.Tensor, label: torch.Tensor, image_unlabeled: torch.Tensor | None
+    ) -> dict[str, Any]:
+        if image_unlabeled is None:
+            raise ValueError("STLUMethod needs an unlabeled batch every iteration.")
+        out = network(image_labeled, image_unlabeled)
+        sup = self.sup_loss(out.drop_labeled, label) + self.sup_loss(out.mix_labeled, label)
+        unsup = self.unsup_loss(out.drop_unlabeled, out.mix_unlabeled)
+        loss = sup + self.gamma * unsup
+        return {
+            "pred": out.drop_labeled,
+            "loss": loss,
+            "sup": self.term(sup),
+            "unsup": self.term(unsup),
+            "gamma": self.gamma,
+        }

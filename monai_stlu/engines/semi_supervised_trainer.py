@@ -1,0 +1,207 @@
+# Copyright (c) monai_stlu contributors
+# Licensed under the Apache License, Version 2.0
+"""One training loop for every semi-supervised method: labeled batch + cycled unlabeled batch + a method."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from monai.engines import Trainer
+from monai.engines.utils import IterationEvents, default_metric_cmp_fn, default_prepare_batch
+from monai.engines.workflow import Workflow
+from monai.transforms import Transform
+from monai.utils import IgniteInfo, min_version, optional_import
+from monai.utils.enums import CommonKeys as Keys
+from torch.optim.optimizer import Optimizer
+
+from monai_stlu.engines.methods.base import SemiSupervisedMethod
+from monai_stlu.utils.fast_path import autocast, autocast_dtype, to_channels_last
+
+if TYPE_CHECKING:
+    from ignite.engine import EventEnum
+    from ignite.metrics import Metric
+else:
+    Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
+    EventEnum, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "EventEnum")
+
+__all__ = ["SemiSupervisedTrainer"]
+
+
+class SemiSupervisedTrainer(Trainer):
+    """Semi-supervised training: each iteration takes a labeled batch from ``train_data_loader`` and an
+    unlabeled batch from ``unlabeled_data_loader`` (cycled independently), and lets ``method`` compute the loss.
+
+    The argument names follow ``monai.engines.SupervisedTrainer``; the per-method logic lives in a
+    :py:class:`monai_stlu.engines.methods.SemiSupervisedMethod` (STLU-Net, Mean Teacher, ...), so the loop is
+    written once. ``engine.state.output`` holds ``image``, ``label``, ``pred``, ``loss`` and every loss term the
+    method reports (``sup``, ``unsup``, ``gamma``, ...), ready for ``StatsHandler``/``TensorBoardStatsHandler``.
+
+    Mixed precision: with ``amp=True`` the forward pass runs under ``torch.autocast`` in fp16 with a gradient
+    scaler on CUDA, and in bf16 (no scaler) on CPUs with native bf16 support; elsewhere it runs in fp32.
+    ``channels_last=True`` keeps the network and 5-D inputs in ``channels_last_3d`` memory format.
+
+    Args:
+        device: the device to train on.
+        max_epochs: number of epochs; with ``epoch_length`` this sets the iteration budget.
+        train_data_loader: the labeled data loader (dicts with ``image`` and ``label``).
+        network: the network to train.
+        optimizer: optimizer of ``network`` (a method may add parameter groups for its own networks).
+        method: the semi-supervised method (the loss strategy).
+        unlabeled_data_loader: the unlabeled data loader (dicts with ``image``), cycled; may be None for methods
+            with ``uses_unlabeled = False``.
+        epoch_length: iterations per epoch, default ``len(train_data_loader)``; the labeled loader restarts
+            whenever it runs out, so an epoch can be longer than the loader.
+        non_blocking: non-blocking host-to-device copies.
+        prepare_batch: parses ``(image, label)`` from a labeled batch, as in ``SupervisedTrainer``.
+        iteration_update: replaces :py:meth:`_iteration` when given.
+        postprocessing: transforms applied to the (decollated) output.
+        key_train_metric: the key training metric.
+        additional_metrics: further ignite metrics.
+        metric_cmp_fn: compares key metric values, default greater is better.
+        train_handlers: ignite handlers with ``attach``.
+        amp: mixed precision as described above.
+        channels_last: use ``channels_last_3d`` memory format.
+        event_names: extra ignite events to register.
+        event_to_attr: event-to-state-attribute mapping for ``event_names``.
+        decollate: decollate the output after each iteration.
+        optim_set_to_none: ``optimizer.zero_grad(set_to_none=...)``.
+        to_kwargs: further ``Tensor.to`` arguments for ``prepare_batch``.
+        amp_kwargs: further ``torch.autocast`` arguments, e.g. ``{"dtype": torch.float32}`` to force a dtype.
+
+    Raises:
+        TypeError: when ``method`` is not a ``SemiSupervisedMethod``.
+        ValueError: when the method needs unlabeled data and no ``unlabeled_data_loader`` is given.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        network: torch.nn.Module,
+        optimizer: Optimizer,
+        method: SemiSupervisedMethod,
+        unlabeled_data_loader: Iterable | None = None,
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        prepare_batch: Callable = default_prepare_batch,
+        iteration_update: Callable | None = None,
+        postprocessing: Transform | None = None,
+        key_train_metric: dict[str, Metric] | None = None,
+        additional_metrics: dict[str, Metric] | None = None,
+        metric_cmp_fn: Callable = default_metric_cmp_fn,
+        train_handlers: Sequence | None = None,
+        amp: bool = False,
+        channels_last: bool = False,
+        event_names: list[str | EventEnum | type[EventEnum]] | None = None,
+        event_to_attr: dict | None = None,
+        decollate: bool = True,
+        optim_set_to_none: bool = False,
+        to_kwargs: dict | None = None,
+        amp_kwargs: dict | None = None,
+    ) -> None:
+        if not isinstance(method, SemiSupervisedMethod):
+            raise TypeError(f"method must be a SemiSupervisedMethod, got {type(method).__name__}.")
+        if method.uses_unlabeled and unlabeled_data_loader is None:
+            raise ValueError(f"{type(method).__name__} trains on unlabeled data: pass an unlabeled_data_loader.")
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            data_loader=train_data_loader,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            prepare_batch=prepare_batch,
+            iteration_update=iteration_update,
+            postprocessing=postprocessing,
+            key_metric=key_train_metric,
+            additional_metrics=additional_metrics,
+            metric_cmp_fn=metric_cmp_fn,
+            handlers=train_handlers,
+            amp=amp,
+            event_names=event_names,
+            event_to_attr=event_to_attr,
+            decollate=decollate,
+            to_kwargs=to_kwargs,
+            amp_kwargs=amp_kwargs,
+        )
+        self.channels_last = channels_last
+        if channels_last:
+            network = network.to(memory_format=torch.channels_last_3d)
+        self.network = network
+        self.optimizer = optimizer
+        self.method = method.to(self.state.device)
+        if channels_last:
+            self.method.to(memory_format=torch.channels_last_3d)
+        self.unlabeled_data_loader = unlabeled_data_loader
+        self._unlabeled_iter: Iterator | None = None
+        self.optim_set_to_none = optim_set_to_none
+        self.amp_dtype = self.amp_kwargs.pop("dtype", None) or autocast_dtype(self.state.device)
+        self.method.attach(self)
+
+    def run(self) -> None:  # type: ignore[override]
+        """Run training; a gradient scaler is used only for fp16 autocast on CUDA."""
+        use_scaler = self.amp and self.state.device.type == "cuda" and self.amp_dtype == torch.float16
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        Workflow.run(self)
+
+    def next_unlabeled(self) -> torch.Tensor:
+        """The next unlabeled image batch on the trainer's device, restarting the loader when it runs out."""
+        if self.unlabeled_data_loader is None:
+            raise ValueError("no unlabeled_data_loader was given.")
+        if self._unlabeled_iter is None:
+            self._unlabeled_iter = iter(self.unlabeled_data_loader)
+        try:
+            batch = next(self._unlabeled_iter)
+        except StopIteration:
+            self._unlabeled_iter = iter(self.unlabeled_data_loader)
+            try:
+                batch = next(self._unlabeled_iter)
+            except StopIteration as e:
+                raise ValueError("the unlabeled_data_loader yields no batch.") from e
+        image = batch[Keys.IMAGE] if isinstance(batch, dict) else batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self._to_device(image)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.state.device, non_blocking=self.non_blocking, **self.to_kwargs)
+        return to_channels_last(x) if self.channels_last else x
+
+    def _iteration(self, engine: SemiSupervisedTrainer, batchdata: dict[str, torch.Tensor]) -> dict:
+        """One semi-supervised iteration: draw batches, let the method compute the loss, step the optimizer.
+
+        Returns:
+            ``engine.state.output``: ``image``, ``label``, ``pred``, ``loss`` and the method's loss terms.
+
+        Raises:
+            ValueError: when ``batchdata`` is None.
+        """
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        image, label = batch[0], batch[1]
+        if engine.channels_last:
+            image = to_channels_last(image)
+        image_u = engine.next_unlabeled() if engine.method.uses_unlabeled else None
+        engine.state.output = {Keys.IMAGE: image, Keys.LABEL: label}
+
+        engine.network.train()
+        engine.method.train()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        with autocast(engine.state.device, enabled=engine.amp, dtype=engine.amp_dtype):
+            result = engine.method(engine.network, image, label, image_u)
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        engine.state.output.update(result)
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        loss = result[Keys.LOSS]
+        if engine.scaler is not None:
+            engine.scaler.scale(loss).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.scaler.step(engine.optimizer)
+            engine.scaler.update()
+        else:
+            loss.backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.optimizer.step()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output

@@ -1,0 +1,77 @@
+# Copyright (c) monai_stlu contributors
+# Licensed under the Apache License, Version 2.0
+"""Sets a method's weight (STLU's gamma, a consistency weight, a threshold) from a sigmoid ramp each iteration."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from monai.utils import IgniteInfo, min_version, optional_import
+
+from monai_stlu.utils.ramps import ramp_value
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine, Events
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+    Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+
+__all__ = ["RampUpHandler"]
+
+
+class RampUpHandler:
+    """At the start of every iteration, set ``target.<attribute>`` to
+    ``start_value + (end_value - start_value) * exp(-5 (1 - min(t / ramp_length, 1))^2)``,
+    with ``t = (iteration - 1) // iterations_per_step`` (0-based, as the reference code's ``iter_num // 150``).
+
+    The value is a function of the iteration only, so a resumed run continues on the same curve.
+    STLU-Net's default is ``gamma(t) = 1.0 * exp(-5 (1 - min(t / 40, 1))^2)`` with ``t = iteration // 150``.
+
+    Reference:
+        Laine S., Aila T., "Temporal Ensembling for Semi-Supervised Learning", ICLR 2017 (the sigmoid ramp).
+
+    Args:
+        target: the object holding the weight, usually the trainer's method.
+        attribute: the attribute name to set, e.g. ``"gamma"``.
+        end_value: the value after the ramp (``gamma_max``).
+        start_value: the value the ramp starts from.
+        ramp_length: the ramp length ``T`` in steps.
+        iterations_per_step: iterations per ramp step.
+
+    Raises:
+        TypeError: when ``attribute`` is not a string.
+        AttributeError: when ``target`` has no such attribute.
+        ValueError: when ``iterations_per_step`` < 1 or ``ramp_length`` < 0.
+    """
+
+    def __init__(
+        self,
+        target: Any,
+        attribute: str = "gamma",
+        end_value: float = 1.0,
+        start_value: float = 0.0,
+        ramp_length: float = 40,
+        iterations_per_step: int = 150,
+    ) -> None:
+        if not isinstance(attribute, str):
+            raise TypeError(f"attribute must be a str, got {type(attribute).__name__}.")
+        if not hasattr(target, attribute):
+            raise AttributeError(f"{type(target).__name__} has no attribute {attribute!r} to ramp.")
+        if iterations_per_step < 1 or ramp_length < 0:
+            raise ValueError("iterations_per_step must be >= 1 and ramp_length >= 0.")
+        self.target = target
+        self.attribute = attribute
+        self.end_value = float(end_value)
+        self.start_value = float(start_value)
+        self.ramp_length = ramp_length
+        self.iterations_per_step = int(iterations_per_step)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_STARTED, self)
+
+    def value(self, iteration: int) -> float:
+        """The value for the 0-based ``iteration``."""
+        return ramp_value(iteration, self.end_value, self.start_value, self.ramp_length, self.iterations_per_step)
+
+    def __call__(self, engine: Engine) -> None:
+        setattr(self.target, self.attribute, self.value(engine.state.iteration - 1))

@@ -1,0 +1,4 @@
+from __future__ import annotations
+
+from .pseudo_label_loss import SymmetricPseudoLabelLoss
+from .seg_dice_loss import SegDiceLoss

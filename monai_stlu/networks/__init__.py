@@ -1,0 +1,4 @@
+from __future__ import annotations
+
+from .layers import FeatureMix
+from .nets import STLUNet, STLUOutput, VNet

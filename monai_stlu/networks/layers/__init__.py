@@ -1,0 +1,3 @@
+from __future__ import annotations
+
+from .feature_mix import FeatureMix

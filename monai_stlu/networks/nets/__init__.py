@@ -1,0 +1,4 @@
+from __future__ import annotations
+
+from .stlu_net import STLUNet, STLUOutput
+from .vnet import ConvStage, DecoderStage, VNet

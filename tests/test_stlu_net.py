@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from monai_stlu.networks.nets import STLUNet, STLUOutput, VNet
+
+
+def test_eval_returns_one_tensor():
+    net = STLUNet(in_channels=1, out_channels=3, n_filters=4).eval()
+    with torch.no_grad():
+        out = net(torch.rand(2, 1, 32, 32, 16))
+    assert isinstance(out, torch.Tensor)
+    assert out.shape == (2, 3, 32, 32, 16)
+
+
+def test_train_returns_both_streams():
+    net = STLUNet(n_filters=4).train()
+    out = net(torch.rand(2, 1, 32, 32, 16), torch.rand(2, 1, 32, 32, 16))
+    assert isinstance(out, STLUOutput)
+    assert all(t.shape == (2, 2, 32, 32, 16) for t in out)
+    # dropout makes the two streams differ on the same input
+    assert not torch.allclose(out.mix_labeled, out.drop_labeled)
+
+
+def test_identical_inputs_mix_to_themselves():
+    # x_l == x_u gives cos = 1, w = 1 at every stage, so (in eval mode, no dropout) the mixing stream equals the plain net
+    net = STLUNet(n_filters=4).eval()
+    x = torch.rand(2, 1, 32, 32, 16)
+    with torch.no_grad():
+        out = net(x, x.clone())
+        plain = net(x)
+    torch.testing.assert_close(out.mix_labeled, plain, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.drop_unlabeled, plain, rtol=1e-4, atol=1e-5)
+
+
+def test_mixing_changes_only_mixed_stages():
+    torch.manual_seed(3)
+    xl, xu = torch.rand(2, 1, 32, 32, 16), 3 * torch.randn(2, 1, 32, 32, 16)
+    nomix = STLUNet(n_filters=4, mix_stages=[]).eval()
+    mix = STLUNet(n_filters=4, mix_stages=[0, 4]).eval()
+    mix.load_state_dict(nomix.state_dict())
+    with torch.no_grad():
+        a, b = nomix(xl, xu), mix(xl, xu)
+        torch.testing.assert_close(a.mix_labeled, nomix(xl))  # no mixing stage: plain forward
+    assert (a.mix_labeled - b.mix_labeled).abs().max() > 1e-3
+    torch.testing.assert_close(a.drop_labeled, b.drop_labeled)  # the dropout stream never mixes
+
+
+def test_bad_stages_and_batches():
+    with pytest.raises(ValueError, match="mix_stages"):
+        STLUNet(n_filters=4, mix_stages=[5])
+    with pytest.raises(ValueError, match="dropout_stages"):
+        STLUNet(n_filters=4, dropout_stages=[-1])
+    net = STLUNet(n_filters=4)
+    with pytest.raises(ValueError, match="one to one"):
+        net(torch.rand(2, 1, 32, 32, 16), torch.rand(1, 1, 32, 32, 16))
+    with pytest.raises(ValueError, match="encoder"):
+        STLUNet(backbone=torch.nn.Conv3d(1, 2, 1))
+
+
+def test_custom_backbone():
+    backbone = VNet(in_channels=2, out_channels=3, n_filters=4, normalization="instance")
+    net = STLUNet(backbone=backbone, mix_stages=[2, 3, 4])
+    out = net(torch.rand(1, 2, 32, 32, 16), torch.rand(1, 2, 32, 32, 16))
+    assert out.mix_unlabeled.shape == (1, 3, 32, 32, 16)
+
+
+@pytest.mark.parametrize("mode", ["script", "trace"])
+def test_torchscript_export_same_output(mode):
+    net = STLUNet(n_filters=4).eval()
+    x = torch.rand(1, 1, 32, 32, 16)
+    ts = torch.jit.script(net) if mode == "script" else torch.jit.trace(net, x)
+    buf = io.BytesIO()
+    torch.jit.save(ts, buf)
+    buf.seek(0)
+    loaded = torch.jit.load(buf)
+    y = torch.rand(2, 1, 48, 32, 32)  # another shape than the trace's example
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(y), net(y), rtol=1e-5, atol=1e-5)
