@@ -1,1 +1,3 @@
 from __future__ import annotations
+
+from .stride_sliding_window_inferer import StrideSlidingWindowInferer, stride_to_overlap

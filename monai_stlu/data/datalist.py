@@ -1,0 +1,201 @@
+# Copyright (c) monai_stlu contributors
+# Licensed under the Apache License, Version 2.0
+"""Labeled / unlabeled / validation / test splits from the LA h5 layout or an MSD-style datalist JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+__all__ = ["semi_supervised_split", "la_split", "json_split", "check_h5_case", "DATA_HELP"]
+
+DATA_HELP = (
+    "The LA benchmark (2018 Atrial Segmentation Challenge, preprocessed to h5 by UA-MT) is in the data/ folder of "
+    "the yulequan/UA-MT repository on GitHub: a directory holding train.list, test.list and "
+    "'2018LA_Seg_Training Set/<ID>/mri_norm2.h5'. Point the bundle at it with --dataset_dir DIR (and "
+    "--train_list/--test_list if your list files have other names), or give your own NIfTI data with "
+    "--datalist_file datalist.json (MSD style). For a demo without data run: "
+    "python -m monai_stlu synth DIR, then --dataset_dir DIR."
+)
+
+
+def _read_list(path: str) -> list[str]:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: split list not found.")
+    with open(path) as f:
+        ids = [line.strip() for line in f if line.strip()]
+    if not ids:
+        raise ValueError(f"{path}: the split list is empty.")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: the split list names a case more than once.")
+    return ids
+
+
+def check_h5_case(path: str, keys: Sequence[str] = ("image", "label")) -> None:
+    """Open an h5 case without decoding it: the file exists, is HDF5, has ``keys`` of one shape.
+
+    Raises:
+        FileNotFoundError: missing file.
+        ValueError: unreadable file, missing dataset, or datasets of different shapes.
+    """
+    import h5py
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file (a listed case is missing).")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(f"{path}: not a readable HDF5 file ({e}).") from e
+    with f:
+        missing = [k for k in keys if k not in f]
+        if missing:
+            raise ValueError(f"{path}: has no dataset {missing[0]!r} (it has {sorted(f.keys())}).")
+        shapes = {k: tuple(f[k].shape) for k in keys}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"{path}: image/label shape mismatch {shapes}.")
+
+
+def _split_labeled(cases: list[dict], num_labeled: int, num_val: int, source: str) -> dict[str, list[dict]]:
+    if num_labeled < 1:
+        raise ValueError(f"num_labeled must be >= 1, got {num_labeled}.")
+    if num_labeled + num_val > len(cases):
+        raise ValueError(
+            f"{source}: {len(cases)} training cases cannot give {num_labeled} labeled + {num_val} validation cases."
+        )
+    val = cases[len(cases) - num_val :] if num_val > 0 else []
+    rest = cases[: len(cases) - num_val] if num_val > 0 else cases
+    return {
+        "labeled": rest[:num_labeled],
+        "unlabeled": [{"image": c["image"], "id": c["id"]} for c in rest[num_labeled:]],
+        "val": val,
+    }
+
+
+def la_split(
+    dataset_dir: str,
+    train_list: str = "train.list",
+    test_list: str = "test.list",
+    num_labeled: int = 8,
+    num_val: int = 4,
+    image_dir: str = "2018LA_Seg_Training Set",
+    file_name: str = "mri_norm2.h5",
+    check: bool = True,
+) -> dict[str, list[dict]]:
+    """Split the community LA layout: labeled = the first ``num_labeled`` IDs of ``train_list``, validation = its
+    last ``num_val`` IDs, unlabeled = the IDs in between, test = ``test_list``.
+
+    The published protocol (UA-MT, MC-Net, BCP, STLU-Net) uses ``train.list[:N]`` as labeled (N = 8 or 16) and
+    the other ``80 - N`` as unlabeled, and selects checkpoints on the test set; here ``num_val`` cases are held out
+    of the unlabeled set for model selection instead (``num_val=0`` restores the published unlabeled set).
+
+    Args:
+        dataset_dir: directory with the list files and ``image_dir``.
+        train_list: training split list file name (relative to ``dataset_dir``) or path.
+        test_list: test split list file name or path.
+        num_labeled: number of labeled cases.
+        num_val: number of validation cases held out from the end of the training list.
+        image_dir: folder with one sub-folder per case ID.
+        file_name: the h5 file inside each case folder.
+        check: open every listed h5 file (no decoding) to fail early on missing or malformed cases.
+
+    Returns:
+        ``{"labeled", "unlabeled", "val", "test"}``: lists of ``{"image", "label", "id"}`` dicts (unlabeled
+        cases have no ``"label"``). ``image`` and ``label`` are the same h5 path; the readers pick the dataset.
+
+    Raises:
+        FileNotFoundError: no data at ``dataset_dir`` (the message says where to get it), a missing list, or a
+            listed case that is missing.
+        ValueError: malformed lists or cases, or too few cases for the requested split.
+    """
+    dataset_dir = os.path.expanduser(str(dataset_dir))
+    train_path = train_list if os.path.isabs(train_list) else os.path.join(dataset_dir, train_list)
+    if not os.path.isdir(dataset_dir) or not os.path.isfile(train_path):
+        raise FileNotFoundError(f"No LA data at {dataset_dir!r} (no {os.path.basename(train_path)} there). {DATA_HELP}")
+    test_path = test_list if os.path.isabs(test_list) else os.path.join(dataset_dir, test_list)
+
+    def cases(list_path: str) -> list[dict]:
+        out = []
+        for case_id in _read_list(list_path):
+            path = os.path.join(dataset_dir, image_dir, case_id, file_name)
+            if check:
+                try:
+                    check_h5_case(path)
+                except FileNotFoundError as e:
+                    raise FileNotFoundError(f"case {case_id} listed in {list_path} is missing: {path}") from e
+            out.append({"image": path, "label": path, "id": case_id})
+        return out
+
+    split = _split_labeled(cases(train_path), int(num_labeled), int(num_val), train_path)
+    split["test"] = cases(test_path) if os.path.isfile(test_path) else []
+    return split
+
+
+def json_split(
+    datalist_file: str, num_labeled: int = 0, num_val: int = 0, base_dir: str | None = None, check: bool = True
+) -> dict[str, list[dict]]:
+    """Split an MSD-style datalist JSON (``{"training": [{"image", "label"}, ...], "validation": [...],
+    "test": [...], "unlabeled": [...]}``; paths relative to ``base_dir``, default the JSON's folder).
+
+    Training entries without a ``label`` are unlabeled, as are those of an ``"unlabeled"`` list. With
+    ``num_labeled > 0`` only the first ``num_labeled`` labeled entries keep their labels (the LA protocol).
+    Without a ``"validation"`` list, the last ``num_val`` labeled entries are held out for validation.
+
+    Raises:
+        FileNotFoundError: the JSON or a file it names does not exist.
+        ValueError: a malformed JSON or too few cases.
+    """
+    if not os.path.isfile(datalist_file):
+        raise FileNotFoundError(f"{datalist_file}: datalist JSON not found. {DATA_HELP}")
+    try:
+        with open(datalist_file) as f:
+            content = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{datalist_file}: not valid JSON ({e}).") from e
+    if not isinstance(content, dict) or "training" not in content:
+        raise ValueError(f"{datalist_file}: needs a 'training' list of {{'image': ..., 'label': ...}} entries.")
+    base = os.path.dirname(os.path.abspath(datalist_file)) if base_dir is None else base_dir
+
+    def entries(key: str) -> list[dict]:
+        out = []
+        for i, item in enumerate(content.get(key, [])):
+            item = {"image": item} if isinstance(item, str) else dict(item)
+            if "image" not in item:
+                raise ValueError(f"{datalist_file}: entry {i} of {key!r} has no 'image'.")
+            for k in ("image", "label"):
+                if k in item:
+                    item[k] = item[k] if os.path.isabs(item[k]) else os.path.join(base, item[k])
+                    if check and not os.path.exists(item[k]):
+                        raise FileNotFoundError(f"{datalist_file}: entry {i} of {key!r}: {item[k]} does not exist.")
+            item.setdefault("id", os.path.basename(item["image"]).split(".")[0])
+            out.append(item)
+        return out
+
+    training = entries("training")
+    labeled = [c for c in training if "label" in c]
+    unlabeled = [{"image": c["image"], "id": c["id"]} for c in training if "label" not in c] + entries("unlabeled")
+    if "validation" in content:
+        val = entries("validation")
+    else:
+        val = labeled[len(labeled) - num_val :] if num_val > 0 else []
+        labeled = labeled[: len(labeled) - num_val] if num_val > 0 else labeled
+    if num_labeled > 0:
+        unlabeled = [{"image": c["image"], "id": c["id"]} for c in labeled[num_labeled:]] + unlabeled
+        labeled = labeled[:num_labeled]
+    if not labeled:
+        raise ValueError(f"{datalist_file}: no labeled training case.")
+    return {"labeled": labeled, "unlabeled": unlabeled, "val": val, "test": entries("test")}
+
+
+def semi_supervised_split(
+    dataset_dir: str,
+    datalist_file: str | None = None,
+    train_list: str = "train.list",
+    test_list: str = "test.list",
+    num_labeled: int = 8,
+    num_val: int = 4,
+) -> dict[str, list[dict]]:
+    """The bundles' entry point: :py:func:`json_split` when ``datalist_file`` is given, else :py:func:`la_split`."""
+    if datalist_file:
+        return json_split(datalist_file, num_labeled=num_labeled, num_val=num_val)
+    return la_split(dataset_dir, train_list=train_list, test_list=test_list, num_labeled=num_labeled, num_val=num_val)

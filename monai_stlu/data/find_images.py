@@ -1,0 +1,43 @@
+# Copyright (c) monai_stlu contributors
+# Licensed under the Apache License, Version 2.0
+"""Inputs for inference: one file, or every image file under a folder."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+
+__all__ = ["find_images"]
+
+
+def find_images(
+    input_path: str, patterns: Sequence[str] = ("*.h5", "*.hdf5", "*.nii.gz", "*.nii"), recursive: bool = True
+) -> list[dict]:
+    """Datalist ``[{"image": path, "id": name}]`` for inference from a file or a folder.
+
+    Args:
+        input_path: an image file (h5 or NIfTI), or a folder searched for ``patterns``.
+        patterns: glob patterns of image files.
+        recursive: search sub-folders too.
+
+    Raises:
+        FileNotFoundError: when ``input_path`` does not exist or holds no matching file.
+    """
+    input_path = os.path.expanduser(str(input_path))
+    if os.path.isfile(input_path):
+        files = [input_path]
+    elif os.path.isdir(input_path):
+        files = sorted(
+            {f for p in patterns for f in glob.glob(os.path.join(input_path, "**" if recursive else "", p), recursive=recursive)}
+        )
+        if not files:
+            raise FileNotFoundError(f"{input_path}: no image file matching {list(patterns)}.")
+    else:
+        raise FileNotFoundError(f"{input_path}: no such file or folder to run inference on.")
+    out = []
+    for f in files:
+        base = os.path.basename(f)
+        name = os.path.basename(os.path.dirname(f)) if base.endswith((".h5", ".hdf5")) else base.split(".")[0]
+        out.append({"image": f, "id": name})
+    return out

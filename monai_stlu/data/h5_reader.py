@@ -1,0 +1,100 @@
+# Copyright (c) monai_stlu contributors
+# Licensed under the Apache License, Version 2.0
+"""An ``ImageReader`` for HDF5 volumes (the community LA/Pancreas h5 layout) usable by ``LoadImage(d)``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from monai.data import ImageReader
+from monai.data.utils import is_supported_format
+from monai.utils import MetaKeys, SpaceKeys, ensure_tuple, optional_import
+
+h5py, has_h5py = optional_import("h5py")
+
+__all__ = ["H5Reader"]
+
+
+class H5Reader(ImageReader):
+    """Read one dataset (``image`` or ``label``) from HDF5 files, for ``LoadImage(reader=H5Reader(...))``.
+
+    The community h5 files store no geometry, so the affine is ``diag(spacing)`` (identity by default). The
+    array is returned without a channel dimension (``original_channel_dim`` is ``nan``), so
+    ``EnsureChannelFirst`` adds one. Several files are stacked as channels.
+
+    Args:
+        dataset: name of the h5 dataset to read, e.g. ``"image"`` or ``"label"``.
+        spacing: voxel spacing in mm (e.g. ``[0.625, 0.625, 0.625]`` for LA); None means unknown (1.0, voxels).
+        dtype: optional numpy dtype to cast to.
+
+    Raises:
+        FileNotFoundError: the file does not exist (raised by :py:meth:`read`).
+        ValueError: the file is not readable as HDF5, or has no such dataset (raised by :py:meth:`read`).
+
+    Example::
+
+        LoadImaged(keys="label", reader=H5Reader(dataset="label", spacing=[0.625] * 3))
+    """
+
+    suffixes = ("h5", "hdf5")
+
+    def __init__(self, dataset: str = "image", spacing: Sequence[float] | None = None, dtype: Any = None) -> None:
+        super().__init__()
+        if not has_h5py:
+            raise RuntimeError("H5Reader needs h5py: pip install h5py")
+        self.dataset = dataset
+        self.spacing = None if spacing is None else [float(s) for s in spacing]
+        self.dtype = dtype
+
+    def verify_suffix(self, filename: Sequence[str] | str) -> bool:
+        return is_supported_format(filename, list(self.suffixes))
+
+    def read(self, data: Sequence[str] | str, **kwargs) -> list[np.ndarray] | np.ndarray:
+        """Read ``self.dataset`` from each file; returns one array or a list of arrays."""
+        arrays = [read_h5_dataset(str(name), self.dataset) for name in ensure_tuple(data)]
+        return arrays if len(arrays) > 1 else arrays[0]
+
+    def get_data(self, img: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, dict]:
+        arrays = [np.asarray(a) for a in (img if isinstance(img, list) else [img])]
+        shapes = {a.shape for a in arrays}
+        if len(shapes) > 1:
+            raise ValueError(f"H5Reader cannot stack arrays of different shapes {sorted(shapes)}.")
+        data = np.stack(arrays, axis=0) if len(arrays) > 1 else arrays[0]
+        if self.dtype is not None:
+            data = data.astype(self.dtype)
+        ndim = arrays[0].ndim
+        spacing = self.spacing if self.spacing is not None else [1.0] * ndim
+        if len(spacing) != ndim:
+            raise ValueError(f"spacing {spacing} has {len(spacing)} values for a {ndim}-D volume.")
+        affine = np.eye(ndim + 1)
+        affine[:ndim, :ndim] = np.diag(spacing)
+        meta = {
+            MetaKeys.SPATIAL_SHAPE: np.asarray(arrays[0].shape),
+            MetaKeys.AFFINE: affine,
+            MetaKeys.ORIGINAL_AFFINE: affine.copy(),
+            MetaKeys.SPACE: SpaceKeys.RAS,
+            MetaKeys.ORIGINAL_CHANNEL_DIM: 0 if len(arrays) > 1 else float("nan"),
+            "spacing_known": self.spacing is not None,
+        }
+        return data, meta
+
+
+def read_h5_dataset(path: str, dataset: str) -> np.ndarray:
+    """Read one dataset of an h5 file with errors that name the file and the problem."""
+    import os
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file.")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(f"{path}: not a readable HDF5 file ({e}).") from e
+    with f:
+        if dataset not in f:
+            raise ValueError(f"{path}: has no dataset {dataset!r} (it has {sorted(f.keys())}).")
+        try:
+            return np.asarray(f[dataset][()])
+        except (OSError, RuntimeError) as e:
+            raise ValueError(f"{path}: dataset {dataset!r} cannot be decoded ({e}).") from e

@@ -1,0 +1,68 @@
+# Copyright (c) monai_stlu contributors
+# Licensed under the Apache License, Version 2.0
+"""A transform that rejects bad cases with an error naming the file, before training starts (during caching)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
+
+__all__ = ["ValidateSegmentationd"]
+
+
+def _source(x, fallback: str) -> str:
+    if isinstance(x, MetaTensor):
+        return str(x.meta.get("filename_or_obj", fallback))
+    return fallback
+
+
+class ValidateSegmentationd(MapTransform):
+    """Check a loaded case: finite image, label of the image's spatial shape with values in ``[0, num_classes)``.
+
+    Put it right after loading in the deterministic (cached) part of a pipeline, so a bad case stops the run
+    while the dataset is cached, with a message that names the file and the problem.
+
+    Args:
+        keys: ``(image_key, label_key)``; the label key may be absent from unlabeled cases.
+        num_classes: number of classes (label values must be integers in ``[0, num_classes)``).
+        allow_missing_keys: accept cases without a label.
+
+    Raises:
+        ValueError: on NaN/Inf in the image, an image/label shape mismatch, or label values outside the classes.
+    """
+
+    def __init__(self, keys: KeysCollection = ("image", "label"), num_classes: int = 2, allow_missing_keys: bool = True):
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 2:
+            raise ValueError(f"keys must be (image_key, label_key), got {self.keys}.")
+        self.num_classes = int(num_classes)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        image_key, label_key = self.keys
+        image = d[image_key]
+        name = _source(image, str(image_key))
+        arr = torch.as_tensor(image)
+        if not torch.isfinite(arr).all():
+            n_bad = int((~torch.isfinite(arr)).sum())
+            raise ValueError(f"{name}: the image has {n_bad} NaN/Inf voxels.")
+        if label_key not in d:
+            if not self.allow_missing_keys:
+                raise ValueError(f"{name}: the case has no {label_key!r}.")
+            return d
+        label = torch.as_tensor(d[label_key])
+        lname = _source(d[label_key], str(label_key))
+        if tuple(label.shape[1:]) != tuple(arr.shape[1:]):
+            raise ValueError(
+                f"{lname}: label shape {list(label.shape[1:])} does not match image shape {list(arr.shape[1:])}."
+            )
+        values = torch.unique(label)
+        bad = [v for v in values.tolist() if v != int(v) or not 0 <= v < self.num_classes]
+        if bad:
+            shown = [int(v) if v == int(v) else round(float(v), 4) for v in bad[:5]]
+            raise ValueError(f"{lname}: label values {shown} are outside the classes 0..{self.num_classes - 1}.")
+        return d

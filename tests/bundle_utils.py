@@ -1,0 +1,25 @@
+"""Helpers to run bundle commands the way users do: ``python -m monai.bundle ...`` in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import REPO_ROOT
+
+
+def config_list(bundle: str, *names: str) -> str:
+    files = [str(REPO_ROOT / "bundles" / bundle / "configs" / n) for n in names]
+    return "[" + ",".join(f"'{f}'" for f in files) + "]"
+
+
+def run_bundle(*args: str, cwd=REPO_ROOT, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    env.pop("STLU_LA_DATA", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"monai.bundle {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc

@@ -1,0 +1,52 @@
+"""Bundle behaviour that needs no real data: missing-data message, bundle_root independent of the cwd, synthetic demo."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from bundle_utils import config_list, run_bundle
+from conftest import REPO_ROOT
+from monai_stlu.utils.bundle import _config_files_from_argv, _root_from_config_path
+
+
+def test_missing_data_error_says_where_to_get_it(tmp_path):
+    proc = run_bundle(
+        "run", "training", "--config_file", str(REPO_ROOT / "bundles/stlu_la/configs/train.json"),
+        "--bundle_root", str(tmp_path), check=False,
+    )
+    assert proc.returncode != 0
+    err = proc.stdout + proc.stderr
+    assert f"No LA data at '{tmp_path}/data/LA'" in err
+    assert "--dataset_dir" in err and "yulequan/UA-MT" in err
+
+
+def test_bundle_root_from_config_path():
+    cfg = REPO_ROOT / "bundles" / "stlu_la" / "configs"
+    assert _root_from_config_path(str(cfg / "train.json")) == str(cfg.parent)
+    assert _root_from_config_path(str(cfg / "methods" / "stlu.json")) == str(cfg.parent)
+    argv = ["x", "run", "--config_file", f"['{cfg}/train.json','{cfg}/quick.json']"]
+    assert _config_files_from_argv(argv) == [f"{cfg}/train.json", f"{cfg}/quick.json"]
+    assert _config_files_from_argv(["x", f"--config_file={cfg}/train.json"]) == [f"{cfg}/train.json"]
+
+
+@pytest.mark.slow
+def test_demo_on_synthetic_data_from_another_cwd(tmp_path):
+    """The README demo, run from outside the repository: outputs land in the bundle's own folders."""
+    from monai_stlu.data import write_synthetic_la
+
+    data = write_synthetic_la(str(tmp_path / "synth"), num_train=12, num_test=2, shape=(64, 64, 48))
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    root = tmp_path / "bundle_copy"
+    import shutil
+
+    shutil.copytree(REPO_ROOT / "bundles" / "stlu_la", root, ignore=shutil.ignore_patterns("models", "eval", "data"))
+    cfg = root / "configs"
+    run_bundle(
+        "run", "training", "--config_file", f"['{cfg}/train.json','{cfg}/quick.json']", "--dataset_dir", data,
+        "--num_val", "1", cwd=elsewhere,
+    )
+    assert (root / "models" / "model.pt").is_file()
+    assert not (elsewhere / "models").exists() and os.listdir(elsewhere) == []
