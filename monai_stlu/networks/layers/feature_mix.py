@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["FeatureMix"]
@@ -21,8 +20,8 @@ class FeatureMix(nn.Module):
         x_m_u = w * x_u + (1 - w) * x_l
         x_m_l = w * x_l + (1 - w) * x_u
 
-    The cosine divides by ``max(|x_u| |x_l|, eps)``-style norms (``torch.nn.functional.cosine_similarity``),
-    so an all-zero channel gets ``w = 0``. The weight is computed in at least float32, even under autocast. Mixed
+    The cosine divides by ``max(|x_u| |x_l|, eps)`` (as ``torch.nn.functional.cosine_similarity`` does), so an
+    all-zero channel gets ``w = 0``. The weight is computed in at least float32, even under autocast. Mixed
     labeled features keep their labels.
 
     Reference:
@@ -44,12 +43,17 @@ class FeatureMix(nn.Module):
         self.detach_weight = detach_weight
 
     def mixing_weight(self, x_labeled: torch.Tensor, x_unlabeled: torch.Tensor) -> torch.Tensor:
-        """Return ``w`` of shape (B, C), in float32 at least (float64 inputs keep float64)."""
-        b, c = x_labeled.shape[0], x_labeled.shape[1]
-        dtype = torch.promote_types(x_labeled.dtype, torch.float32)
-        fl = x_labeled.reshape(b, c, -1).to(dtype)
-        fu = x_unlabeled.reshape(b, c, -1).to(dtype)
-        w = F.cosine_similarity(fu, fl, dim=2, eps=self.eps).clamp(0.0, 1.0)
+        """Return ``w`` of shape (B, C), in float32 at least (float64 inputs keep float64).
+
+        ``cos = <x_u, x_l> / max(|x_u| |x_l|, eps)`` over the flattened spatial dimensions. The divisions act on
+        the (B, C) reductions only, never on the full feature maps, which matters for 3D features.
+        """
+        dims = list(range(2, x_labeled.dim()))
+        acc = torch.promote_types(x_labeled.dtype, torch.float32)
+        dot = (x_labeled * x_unlabeled).sum(dim=dims, dtype=acc)
+        norm_l = torch.linalg.vector_norm(x_labeled, dim=dims, dtype=acc)
+        norm_u = torch.linalg.vector_norm(x_unlabeled, dim=dims, dtype=acc)
+        w = (dot / (norm_l * norm_u).clamp_min(self.eps)).clamp(0.0, 1.0)
         return w.detach() if self.detach_weight else w
 
     def forward(self, x_labeled: torch.Tensor, x_unlabeled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,6 +79,7 @@ class FeatureMix(nn.Module):
         w = self.mixing_weight(x_labeled, x_unlabeled)
         shape = [w.shape[0], w.shape[1]] + [1] * (x_labeled.dim() - 2)
         w = w.reshape(shape).to(x_labeled.dtype)
-        mixed_unlabeled = w * x_unlabeled + (1.0 - w) * x_labeled
-        mixed_labeled = w * x_labeled + (1.0 - w) * x_unlabeled
+        # lerp(a, b, w) = a + w (b - a): x_m^u = w x_u + (1 - w) x_l and x_m^l = w x_l + (1 - w) x_u, one op each
+        mixed_unlabeled = torch.lerp(x_labeled, x_unlabeled, w)
+        mixed_labeled = torch.lerp(x_unlabeled, x_labeled, w)
         return mixed_labeled, mixed_unlabeled
