@@ -1,4 +1,13 @@
 from __future__ import annotations
 
-from .methods import SemiSupervisedMethod, STLUMethod
+from .methods import (
+    BCPMethod,
+    CPSMethod,
+    MCNetPlusMethod,
+    MeanTeacherMethod,
+    SemiSupervisedMethod,
+    STLUMethod,
+    SupervisedMethod,
+    UAMTMethod,
+)
 from .semi_supervised_trainer import SemiSupervisedTrainer

@@ -4,3 +4,4 @@ from .ramp_up_handler import RampUpHandler
 from .resume_checkpoint_loader import ResumeCheckpointLoader, latest_checkpoint
 from .segmentation_metrics_saver import SegmentationMetricsSaver, write_csv_atomic
 from .utils import loss_terms
+from .ema_teacher_handler import EMATeacherHandler

@@ -1,4 +1,4 @@
 from __future__ import annotations
 
 from .layers import FeatureMix
-from .nets import STLUNet, STLUOutput, VNet
+from .nets import MCNetPlus, STLUNet, STLUOutput, VNet

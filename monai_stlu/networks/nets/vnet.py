@@ -66,7 +66,7 @@ class ConvStage(nn.Sequential):
 
 
 class DecoderStage(nn.Module):
-    """Transposed-conv up-sampling, an additive skip connection, then ``n_convs`` conv-norm-ReLU layers.
+    """Up-sampling, an additive skip connection, then ``n_convs`` conv-norm-ReLU layers.
 
     Args:
         spatial_dims: 2 or 3.
@@ -74,21 +74,34 @@ class DecoderStage(nn.Module):
         out_channels: channels of the skip connection and of the output.
         n_convs: number of 3x3x3 convolutions after the skip addition.
         normalization: ``"batch"``, ``"instance"``, ``"group"`` or ``"none"``.
+        upsample: ``"deconv"`` (2x2x2 stride-2 transposed conv, the V-Net's), or ``"trilinear"``/``"nearest"``
+            interpolation followed by a 3x3x3 conv (MC-Net+'s other decoders); each followed by norm and ReLU.
+
+    Raises:
+        ValueError: for an unknown ``upsample`` mode.
     """
 
     def __init__(
-        self, spatial_dims: int, in_channels: int, out_channels: int, n_convs: int, normalization: str = "batch"
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        n_convs: int,
+        normalization: str = "batch",
+        upsample: str = "deconv",
     ) -> None:
         super().__init__()
-        convt_t = nn.ConvTranspose3d if spatial_dims == 3 else nn.ConvTranspose2d
-        self.up = nn.Sequential(
-            *_conv_norm_relu(
-                convt_t(in_channels, out_channels, kernel_size=2, stride=2, padding=0),
-                normalization,
-                out_channels,
-                spatial_dims,
-            )
-        )
+        if upsample == "deconv":
+            convt_t = nn.ConvTranspose3d if spatial_dims == 3 else nn.ConvTranspose2d
+            layers = [convt_t(in_channels, out_channels, kernel_size=2, stride=2, padding=0)]
+        elif upsample in ("trilinear", "nearest"):
+            mode = "nearest" if upsample == "nearest" else ("trilinear" if spatial_dims == 3 else "bilinear")
+            conv_t = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+            interp = nn.Upsample(scale_factor=2, mode=mode, align_corners=None if mode == "nearest" else False)
+            layers = [interp, conv_t(in_channels, out_channels, kernel_size=3, padding=1)]
+        else:
+            raise ValueError(f"upsample must be 'deconv', 'trilinear' or 'nearest', got {upsample!r}.")
+        self.up = nn.Sequential(*layers[:-1], *_conv_norm_relu(layers[-1], normalization, out_channels, spatial_dims))
         self.convs = ConvStage(spatial_dims, out_channels, out_channels, n_convs, normalization, downsample=False)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -191,13 +204,17 @@ class VNet(nn.Module):
         features[-1] = self.dropout(features[-1])
         return features
 
-    def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """Map the encoder stage outputs (as returned by :py:meth:`encode`) to logits."""
+    def decode_features(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """The last decoder feature map (before dropout and head) from the encoder stage outputs."""
         x = features[-1]
         n = len(features)
         for j, stage in enumerate(self.decoder):
             x = stage(x, features[n - 2 - j])
-        return self.head(self.dropout(x))
+        return x
+
+    def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Map the encoder stage outputs (as returned by :py:meth:`encode`) to logits."""
+        return self.head(self.dropout(self.decode_features(features)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))

@@ -1,0 +1,85 @@
+# Copyright (c) monai_stlu contributors
+# Licensed under the Apache License, Version 2.0
+"""Cross pseudo supervision: two differently initialised networks teach each other with argmax pseudo-labels."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from monai_stlu.engines.methods.base import SemiSupervisedMethod
+from monai_stlu.engines.methods.utils import reinitialize
+from monai_stlu.losses.seg_dice_ce_loss import SegDiceCELoss
+
+if TYPE_CHECKING:
+    from monai_stlu.engines.semi_supervised_trainer import SemiSupervisedTrainer
+
+__all__ = ["CPSMethod"]
+
+
+class CPSMethod(SemiSupervisedMethod):
+    """``L = sup(A) + sup(B) + w(t) [CE(A(x_u), argmax B(x_u)) + CE(B(x_u), argmax A(x_u))]``.
+
+    Network A is the trainer's network (the one saved as ``model.pt`` and exported); network B is a copy of it
+    re-initialised with ``seed_b``, owned by the method (saved in its checkpoint state) and added to the trainer's
+    optimizer as a second parameter group. Pseudo-labels are detached. ``consistency_weight`` is set by a
+    :py:class:`monai_stlu.handlers.RampUpHandler` in the bundles.
+
+    Reference:
+        Chen X. et al., "Semi-Supervised Semantic Segmentation with Cross Pseudo Supervision", CVPR 2021
+        (3D medical setting as in SSL4MIS).
+
+    Args:
+        sup_loss: supervised loss of each network, default ``0.5 (CE + Dice)``.
+        consistency_weight: initial pseudo-supervision weight (the ramp handler overwrites it).
+        seed_b: initialisation seed of network B.
+    """
+
+    def __init__(
+        self,
+        sup_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        consistency_weight: float = 0.0,
+        seed_b: int = 20211,
+    ) -> None:
+        super().__init__()
+        self.sup_loss = SegDiceCELoss() if sup_loss is None else sup_loss
+        self.consistency_weight = float(consistency_weight)
+        self.seed_b = seed_b
+        self.network_b: nn.Module | None = None
+
+    def attach(self, engine: SemiSupervisedTrainer) -> None:
+        """Create network B (same architecture, new initialisation) and add it to the optimizer."""
+        if self.network_b is None:
+            self.network_b = reinitialize(copy.deepcopy(engine.network), self.seed_b)
+        engine.optimizer.add_param_group({"params": list(self.network_b.parameters())})
+
+    @staticmethod
+    def cross_pseudo_loss(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+        """``CE(a, argmax b) + CE(b, argmax a)`` with detached pseudo-labels."""
+        pseudo_a = logits_a.detach().argmax(dim=1)
+        pseudo_b = logits_b.detach().argmax(dim=1)
+        return F.cross_entropy(logits_a.float(), pseudo_b) + F.cross_entropy(logits_b.float(), pseudo_a)
+
+    def forward(  # type: ignore[override]
+        self, network: nn.Module, image_labeled: torch.Tensor, label: torch.Tensor, image_unlabeled: torch.Tensor | None
+    ) -> dict[str, Any]:
+        if image_unlabeled is None or self.network_b is None:
+            raise ValueError("CPSMethod needs an unlabeled batch and must be attached to a trainer.")
+        b = image_labeled.shape[0]
+        x = torch.cat([image_labeled, image_unlabeled], dim=0)
+        out_a, out_b = network(x), self.network_b(x)
+        sup = self.sup_loss(out_a[:b], label) + self.sup_loss(out_b[:b], label)
+        cps = self.cross_pseudo_loss(out_a[b:], out_b[b:])
+        loss = sup + self.consistency_weight * cps
+        return {
+            "pred": out_a[:b],
+            "loss": loss,
+            "sup": self.term(sup),
+            "unsup": self.term(cps),
+            "consistency_weight": self.consistency_weight,
+        }

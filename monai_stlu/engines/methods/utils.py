@@ -1,0 +1,65 @@
+# Copyright (c) monai_stlu contributors
+# Licensed under the Apache License, Version 2.0
+"""Small pieces of math shared by the semi-supervised methods."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["frozen_copy", "clipped_noise", "sharpen", "context_mask", "reinitialize"]
+
+
+def frozen_copy(network: nn.Module) -> nn.Module:
+    """A deep copy of ``network`` whose parameters take no gradient (an EMA teacher)."""
+    teacher = copy.deepcopy(network)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def clipped_noise(x: torch.Tensor, std: float = 0.1, clip: float = 0.2) -> torch.Tensor:
+    """Gaussian noise like ``x``, ``clamp(N(0, std^2), -clip, clip)`` (Mean Teacher / UA-MT teacher input)."""
+    return torch.clamp(torch.randn_like(x) * std, -clip, clip)
+
+
+def sharpen(prob: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """``p_c^(1/T) / sum_k p_k^(1/T)`` over the channel dim (MC-Net+); with two classes this is MC-Net's
+    ``p^(1/T) / (p^(1/T) + (1 - p)^(1/T))``. Computed in at least float32."""
+    p = prob.to(torch.promote_types(prob.dtype, torch.float32))
+    powered = p.pow(1.0 / temperature)
+    return powered / powered.sum(dim=1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
+
+
+def context_mask(
+    spatial_shape: Sequence[int], ratio: float = 2.0 / 3.0, generator: torch.Generator | None = None, device=None
+) -> torch.Tensor:
+    """BCP's copy-paste mask: ones, with a zero cube of ``int(ratio * size)`` voxels per dimension at a random
+    position. Returned as (1, 1, *spatial) float.
+
+    Raises:
+        ValueError: when ``ratio`` is not in (0, 1].
+    """
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio}.")
+    mask = torch.ones((1, 1, *spatial_shape), device=device)
+    slices = [slice(None), slice(None)]
+    for size in spatial_shape:
+        cube = int(size * ratio)
+        start = int(torch.randint(0, size - cube + 1, (1,), generator=generator))
+        slices.append(slice(start, start + cube))
+    mask[tuple(slices)] = 0.0
+    return mask
+
+
+def reinitialize(network: nn.Module, seed: int) -> nn.Module:
+    """Re-draw every parameter with the modules' own ``reset_parameters`` under ``seed`` (global RNG untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in network.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+    return network

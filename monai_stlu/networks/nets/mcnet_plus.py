@@ -1,0 +1,85 @@
+# Copyright (c) monai_stlu contributors
+# Licensed under the Apache License, Version 2.0
+"""MC-Net+: one V-Net encoder, three decoders with different up-sampling."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from monai_stlu.networks.nets.vnet import DecoderStage, VNet
+
+__all__ = ["MCNetPlus"]
+
+
+class MCNetPlus(nn.Module):
+    """A V-Net encoder shared by three decoders that up-sample by transposed convolution, trilinear and nearest
+    interpolation. ``forward(x)`` returns the first (transposed-conv) decoder's logits, so the network evaluates and
+    exports like a V-Net; :py:meth:`forward_all` returns every decoder's logits for training.
+
+    Reference:
+        Wu Y. et al., "Mutual consistency learning for semi-supervised medical image segmentation",
+        Medical Image Analysis 2022 (MC-Net+).
+
+    Args:
+        spatial_dims: 3 or 2.
+        in_channels: input channels.
+        out_channels: classes.
+        n_filters: first-stage channels.
+        normalization: see :py:class:`VNet`.
+        upsample_modes: one decoder per mode; the first is the V-Net's own decoder.
+        dropout: channel dropout before each head in training (as the reference trains).
+        dropout_prob: its probability.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        out_channels: int = 2,
+        n_filters: int = 16,
+        normalization: str = "batch",
+        upsample_modes: Sequence[str] = ("deconv", "trilinear", "nearest"),
+        dropout: bool = True,
+        dropout_prob: float = 0.5,
+    ) -> None:
+        super().__init__()
+        modes = list(upsample_modes)
+        if not modes or modes[0] != "deconv":
+            raise ValueError(f"the first decoder must be 'deconv' (the V-Net's), got {modes}.")
+        self.backbone = VNet(spatial_dims, in_channels, out_channels, n_filters, normalization, dropout=False)
+        ch = self.backbone.encoder_channels
+        conv_t = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+        self.extra_decoders = nn.ModuleList(
+            [
+                nn.ModuleList(
+                    [
+                        DecoderStage(spatial_dims, ch[k + 1], ch[k], VNet.stage_convs[k], normalization, upsample=mode)
+                        for k in reversed(range(len(ch) - 1))
+                    ]
+                )
+                for mode in modes[1:]
+            ]
+        )
+        self.extra_heads = nn.ModuleList([conv_t(n_filters, out_channels, kernel_size=1) for _ in modes[1:]])
+        drop_t = nn.Dropout3d if spatial_dims == 3 else nn.Dropout2d
+        self.head_dropout = drop_t(p=dropout_prob) if dropout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.backbone.encode(x)
+        return self.backbone.head(self.head_dropout(self.backbone.decode_features(feats)))
+
+    @torch.jit.unused
+    def forward_all(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Logits of every decoder, the V-Net decoder first."""
+        feats = self.backbone.encode(x)
+        outs = [self.backbone.head(self.head_dropout(self.backbone.decode_features(feats)))]
+        n = len(feats)
+        for stages, head in zip(self.extra_decoders, self.extra_heads):
+            h = feats[-1]
+            for j, stage in enumerate(stages):
+                h = stage(h, feats[n - 2 - j])
+            outs.append(head(self.head_dropout(h)))
+        return outs

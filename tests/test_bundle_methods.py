@@ -1,0 +1,56 @@
+"""Every method trains a few iterations through the LA bundle on the real cases, then its checkpoint evaluates and
+exports through the same evaluate/inference configs (the exported network is always a single-output network)."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+
+from bundle_utils import config_list, run_bundle
+from conftest import REPO_ROOT, shared_la_dir
+
+CONFIGS = REPO_ROOT / "bundles" / "stlu_la" / "configs"
+METHODS = ["supervised", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "stlu"]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_every_method_has_an_override_file():
+    assert sorted(p.stem for p in (CONFIGS / "methods").glob("*.json")) == sorted(METHODS)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_trains_evaluates_exports(method, tmp_path):
+    la = shared_la_dir()
+    common = [
+        "--dataset_dir", str(la), "--train_list", "subset_train.list", "--test_list", "subset_test.list",
+        "--bundle_root", str(tmp_path), "--num_val", "1", "--max_iterations", "4", "--val_interval", "2",
+        "--bcp_pretrain_iterations", "2", "--uncertainty_passes", "2",
+    ]
+    files = ["train.json", "quick.json", f"methods/{method}.json"]
+    proc = run_bundle("run", "training", "--config_file", config_list("stlu_la", *files), *common, "--log_interval", "1")
+    log = proc.stdout + proc.stderr
+    losses = [float(x.split("loss: ")[1].split()[0]) for x in log.splitlines() if " loss: " in x]
+    assert len(losses) == 4 and all(math.isfinite(v) for v in losses), log[-2000:]
+    if method == "bcp":
+        assert "stage: 0.0000" in log and "stage: 1.0000" in log  # both BCP stages ran
+    ckpt = torch.load(next((tmp_path / "models").glob("checkpoint_*.pt")), weights_only=True)
+    if method in ("mean_teacher", "ua_mt", "bcp"):
+        assert any(k.startswith("teacher.") for k in ckpt["method"])
+    if method == "cps":
+        assert any(k.startswith("network_b.") for k in ckpt["method"])
+
+    run_bundle("run", "--config_file", config_list("stlu_la", "train.json", "quick.json", f"methods/{method}.json",
+                                                    "evaluate.json"), *common, "--num_eval_cases", "1")
+    with open(tmp_path / "eval" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and math.isfinite(float(rows[0]["dice"]))
+
+    ts = tmp_path / "model.ts"
+    run_bundle("ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(tmp_path / "models" / "model.pt"),
+               "--meta_file", str(CONFIGS / "metadata.json"),
+               "--config_file", config_list("stlu_la", "inference.json", f"methods/{method}.json"), "--n_filters", "8")
+    out = torch.jit.load(str(ts))(torch.randn(1, 1, 32, 32, 32))
+    assert isinstance(out, torch.Tensor) and out.shape == (1, 2, 32, 32, 32)
