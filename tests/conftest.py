@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # the benchmarks package (its reference window loop) is imported by tests
+    sys.path.insert(0, str(REPO_ROOT))
 SHARED_LA = Path(os.environ.get("STLU_SHARED_LA", REPO_ROOT.parent / "shared" / "data" / "LA"))
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

@@ -1,40 +1,12 @@
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
 
+from benchmarks.window_loop import window_loop
 from monai_stlu.inferers import StrideSlidingWindowInferer, stride_to_overlap
 from monai_stlu.networks import VNet
-
-
-def community_window_loop(net, image: torch.Tensor, patch, stride) -> torch.Tensor:
-    """An independent re-statement of the community ``test_single_case``: pad to the patch, windows at
-    ``min(stride * i, size - patch)``, softmax per window, probabilities averaged by count."""
-    x = image[0, 0]
-    pads = [max(p - s, 0) for p, s in zip(patch, x.shape)]
-    lo = [p // 2 for p in pads]
-    x = torch.nn.functional.pad(x, [v for d in reversed(range(3)) for v in (lo[d], pads[d] - lo[d])])
-    size = x.shape
-    n = [math.ceil((size[d] - patch[d]) / stride[d]) + 1 for d in range(3)]
-    score = torch.zeros((2, *size), dtype=torch.float64)
-    count = torch.zeros(size, dtype=torch.float64)
-    for i in range(n[0]):
-        xs = min(stride[0] * i, size[0] - patch[0])
-        for j in range(n[1]):
-            ys = min(stride[1] * j, size[1] - patch[1])
-            for k in range(n[2]):
-                zs = min(stride[2] * k, size[2] - patch[2])
-                win = x[xs : xs + patch[0], ys : ys + patch[1], zs : zs + patch[2]][None, None]
-                with torch.no_grad():
-                    prob = torch.softmax(net(win), dim=1)[0].double()
-                score[:, xs : xs + patch[0], ys : ys + patch[1], zs : zs + patch[2]] += prob
-                count[xs : xs + patch[0], ys : ys + patch[1], zs : zs + patch[2]] += 1
-    out = score / count
-    sl = [slice(lo[d], lo[d] + image.shape[2 + d]) for d in range(3)]
-    return out[:, sl[0], sl[1], sl[2]]
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 70, 50, 40), (1, 1, 28, 40, 30)])  # the second needs padding
@@ -46,7 +18,7 @@ def test_matches_community_loop(shape):
     inferer = StrideSlidingWindowInferer(roi_size=patch, stride=stride, sw_batch_size=5)
     with torch.no_grad():
         got = inferer(image, net)[0].double()
-    want = community_window_loop(net, image, patch, stride)
+    want = window_loop(net, image, patch, stride)
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 

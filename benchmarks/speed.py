@@ -1,0 +1,304 @@
+"""Speed and memory of training and sliding-window evaluation: the package's fast path against plain fp32.
+
+    python benchmarks/speed.py --json OUT.json                 # the full benchmark (LA scale), < 10 min on 2 cores
+    python benchmarks/speed.py --small --json OUT.json         # tiny sizes: a numerics check of the fast path (CI)
+    python benchmarks/speed.py --loss_curve 200 --json OUT.json  # fp32 vs fast loss curves on the shared LA cases
+
+Every measurement runs in its own process (spawned), so each peak memory figure is that path's own. Data: the real
+LA cases of ``--data_dir`` (default ``../shared/data/LA``); synthetic volumes in the same layout when absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _cases(cfg: dict) -> tuple[list[dict], dict]:
+    """Labeled cases (image/label arrays) and one test case, from h5 files."""
+    from monai_stlu.data import la_split
+    from monai_stlu.data.h5_reader import read_h5_dataset
+
+    split = la_split(cfg["data_dir"], cfg["train_list"], cfg["test_list"], num_labeled=4, num_val=0)
+    load = lambda c: {"image": read_h5_dataset(c["image"], "image"), "label": read_h5_dataset(c["image"], "label"), "id": c["id"]}
+    return [load(c) for c in split["labeled"]], load(split["test"][0])
+
+
+def _crops(cases: list[dict], patch, n: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        c = cases[i % len(cases)]
+        img, lab = c["image"], c["label"]
+        pad = [(0, max(p - s, 0)) for p, s in zip(patch, img.shape)]
+        img, lab = np.pad(img, pad), np.pad(lab, pad)
+        start = [int(rng.integers(0, s - p + 1)) for s, p in zip(img.shape, patch)]
+        sl = tuple(slice(a, a + p) for a, p in zip(start, patch))
+        out.append({"image": img[sl][None].astype(np.float32), "label": lab[sl][None].astype(np.int64)})
+    return out
+
+
+def _make(kind: str, cfg: dict):
+    from monai_stlu.engines import STLUMethod, SupervisedMethod
+    from monai_stlu.networks import STLUNet, VNet
+
+    torch.manual_seed(0)
+    if kind == "stlu":
+        return STLUNet(n_filters=cfg["n_filters"]), STLUMethod(gamma=1.0)
+    return VNet(n_filters=cfg["n_filters"]), SupervisedMethod()
+
+
+def train_job(kind: str, fast: bool, cfg: dict, iterations: int, seed: int = 0) -> dict:
+    """``iterations`` + 1 trainer iterations (the first is warm-up); per-iteration times, losses, peak memory."""
+    from ignite.engine import Events
+    from monai.data import DataLoader, Dataset
+
+    from monai_stlu.engines import SemiSupervisedTrainer
+
+    torch.set_num_threads(cfg["threads"])
+    device = torch.device(cfg["device"])
+    labeled_cases, _ = _cases(cfg)
+    crops = _crops(labeled_cases, cfg["patch"], 4 * (iterations + 1), seed)
+    base = _rss_mb()
+    net, method = _make(kind, cfg)
+    net = net.to(device)
+    if kind == "stlu":
+        lab = DataLoader(Dataset(crops[0::2]), batch_size=2)
+        unl = DataLoader(Dataset([{"image": c["image"]} for c in crops[1::2]]), batch_size=2)
+    else:  # the same 4 crops per step, all labeled: one plain V-Net step of the same size as one STLU stream
+        lab, unl = DataLoader(Dataset(crops), batch_size=4), None
+    trainer = SemiSupervisedTrainer(
+        device, 1, lab, net, torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4), method,
+        unlabeled_data_loader=unl, epoch_length=iterations + 1, amp=fast, channels_last=fast, decollate=False,
+    )
+    times, losses, marks = [], [], {}
+    trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: marks.__setitem__("t", time.perf_counter()))
+
+    def done(e):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - marks["t"])
+        losses.append(float(e.state.output["loss"].detach()))
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, done)
+    trainer.run()
+    return {"times": times[1:], "median_s": statistics.median(times[1:]), "losses": losses,
+            "peak_mb": _peak_mb(device), "baseline_mb": base}
+
+
+def eval_job(fast: bool, cfg: dict, weights: str) -> dict:
+    """Sliding-window evaluation of one test volume: the one-window fp32 loop, or the package's inferer."""
+    from benchmarks.window_loop import window_loop
+    from monai_stlu.inferers import StrideSlidingWindowInferer
+    from monai_stlu.networks import VNet
+
+    torch.set_num_threads(cfg["threads"])
+    device = torch.device(cfg["device"])
+    _, case = _cases(cfg)
+    image = torch.from_numpy(case["image"])[None, None].float().to(device)
+    net = VNet(n_filters=cfg["n_filters"]).to(device)
+    net.load_state_dict(torch.load(weights, weights_only=True))
+    net.eval()
+    base = _rss_mb()
+    t = time.perf_counter()
+    if fast:
+        inferer = StrideSlidingWindowInferer(cfg["patch"], cfg["stride"], sw_batch_size=cfg["sw_batch_size"], amp=True,
+                                             channels_last=True)
+        net = net.to(memory_format=torch.channels_last_3d)
+        with torch.no_grad():
+            prob = inferer(image, net)[0]
+    else:
+        prob = window_loop(net, image, cfg["patch"], cfg["stride"])
+    elapsed = time.perf_counter() - t
+    pred = prob.argmax(0).cpu().numpy().astype(np.uint8)
+    np.save(weights + (".fast.npy" if fast else ".loop.npy"), pred)
+    dice_vs_label = 2 * ((pred == 1) & (case["label"] == 1)).sum() / max((pred == 1).sum() + (case["label"] == 1).sum(), 1)
+    return {"seconds": elapsed, "peak_mb": _peak_mb(device), "baseline_mb": base, "dice_vs_label": float(dice_vs_label),
+            "volume_shape": list(case["image"].shape), "case": case["id"]}
+
+
+def data_job(cfg: dict, iterations: int = 10) -> dict:
+    """The LA bundle's own loaders (cached, full pipeline): cache fill time and time per iteration's two batches."""
+    from monai.bundle import ConfigParser
+
+    torch.set_num_threads(cfg["threads"])
+    parser = ConfigParser()
+    cdir = os.path.join(REPO_ROOT, "bundles", "stlu_la", "configs")
+    parser.read_config([os.path.join(cdir, "train.json")])
+    parser.update({"bundle_root": os.path.join(REPO_ROOT, "bundles", "stlu_la"), "dataset_dir": cfg["data_dir"],
+                   "train_list": cfg["train_list"], "test_list": cfg["test_list"], "patch_size": list(cfg["patch"]),
+                   "num_val": 1})
+    t = time.perf_counter()
+    lab, unl = parser.get_parsed_content("train#dataloader"), parser.get_parsed_content("train#unlabeled_dataloader")
+    fill = time.perf_counter() - t
+    def cycle(loader):
+        while True:
+            yield from loader
+
+    li, ui = cycle(lab), cycle(unl)
+    t = time.perf_counter()
+    for _ in range(iterations):
+        next(li), next(ui)
+    return {"cache_fill_s": fill, "data_per_iteration_s": (time.perf_counter() - t) / iterations,
+            "cached_cases": len(lab.dataset) + len(unl.dataset)}
+
+
+def _in_process(fn, *args):
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Foreground Dice of two predictions; 1.0 when both are empty (they agree)."""
+    a, b = a == 1, b == 1
+    total = a.sum() + b.sum()
+    return float(2 * (a & b).sum() / total) if total else 1.0
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", required=True, help="where to write the results")
+    ap.add_argument("--data_dir", default=os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "LA"))
+    ap.add_argument("--train_list", default="subset_train.list")
+    ap.add_argument("--test_list", default="subset_test.list")
+    ap.add_argument("--small", action="store_true", help="tiny sizes: checks numerics, not speed")
+    ap.add_argument("--repeats", type=int, default=3, help="timed training iterations per path (after one warm-up)")
+    ap.add_argument("--fit_iterations", type=int, default=None,
+                    help="V-Net fitting iterations before the evaluation (default 40, 150 with --small)")
+    ap.add_argument("--loss_curve", type=int, default=0, help="only compare fp32 and fast STLU losses over N iterations")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args(argv)
+    if args.fit_iterations is None:
+        args.fit_iterations = 150 if args.small else 40
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg = {"device": device, "threads": args.threads, "data_dir": args.data_dir, "train_list": args.train_list,
+           "test_list": args.test_list, "n_filters": 16, "patch": [112, 112, 80], "stride": [18, 18, 4], "sw_batch_size": 4}
+    tmp = tempfile.mkdtemp(prefix="stlu_speed_")
+    if not os.path.isfile(os.path.join(args.data_dir, args.train_list)):
+        from monai_stlu.data import write_synthetic_la
+
+        print(f"no LA data at {args.data_dir}: using synthetic volumes in the same layout")
+        cfg.update(data_dir=write_synthetic_la(os.path.join(tmp, "synth"), 8, 2, shape=(160, 140, 88)),
+                   train_list="train.list", test_list="test.list")
+    if args.small:
+        cfg.update(n_filters=4, patch=[48, 48, 32], stride=[24, 24, 16])
+    from monai_stlu.utils import cpu_supports_bf16
+
+    out: dict = {"device": device, "cpu_bf16": cpu_supports_bf16(), "torch": torch.__version__, "threads": args.threads,
+                 "machine": platform.processor() or platform.machine(), "config": cfg}
+
+    if args.loss_curve:
+        cfg_lc = dict(cfg, n_filters=cfg["n_filters"] if args.small else 8, patch=cfg["patch"] if args.small else [64, 64, 48])
+        fp32 = _in_process(train_job, "stlu", False, cfg_lc, args.loss_curve - 1)
+        fast = _in_process(train_job, "stlu", True, cfg_lc, args.loss_curve - 1)
+        a, b = np.array(fp32["losses"]), np.array(fast["losses"])
+        w = min(10, len(a))
+        ma = lambda x: np.convolve(x, np.ones(w) / w, mode="valid")
+        out.update(loss_curve_config=cfg_lc, loss_fp32=a.tolist(), loss_fast=b.tolist(),
+                   loss_max_abs_diff=float(np.abs(a - b).max()),
+                   loss_moving_avg_max_abs_diff=float(np.abs(ma(a) - ma(b)).max()),
+                   loss_first_abs_diff=float(abs(a[0] - b[0])))
+    else:
+        jobs = {}
+        for kind in ("stlu", "supervised"):
+            for fast in (False, True):
+                name = f"{kind}_{'fast' if fast else 'fp32'}"
+                jobs[name] = _in_process(train_job, kind, fast, cfg, args.repeats)
+                print(f"{name}: {jobs[name]['median_s']:.2f} s/iteration, peak {jobs[name]['peak_mb']:.0f} MB", flush=True)
+        weights = os.path.join(tmp, "vnet.pt")
+        fit_loss = _in_process(_fit_and_save, cfg, args.fit_iterations, weights)
+        loop = _in_process(eval_job, False, cfg, weights)
+        fast_eval = _in_process(eval_job, True, cfg, weights)
+        agreement = _dice(np.load(weights + ".loop.npy"), np.load(weights + ".fast.npy"))
+        data = _in_process(data_job, cfg)
+        for name, r in jobs.items():
+            out[f"{name}_iteration_s"] = r["median_s"]
+            out[f"{name}_iteration_times_s"] = r["times"]
+            out[f"{name}_peak_mb"] = r["peak_mb"]
+            out[f"{name}_first_loss"] = r["losses"][0]
+        out.update(
+            stlu_speedup_vs_fp32=jobs["stlu_fp32"]["median_s"] / jobs["stlu_fast"]["median_s"],
+            stlu_vs_supervised_step=jobs["stlu_fast"]["median_s"] / jobs["supervised_fast"]["median_s"],
+            stlu_fp32_vs_supervised_fp32=jobs["stlu_fp32"]["median_s"] / jobs["supervised_fp32"]["median_s"],
+            stlu_first_loss_abs_diff=abs(jobs["stlu_fp32"]["losses"][0] - jobs["stlu_fast"]["losses"][0]),
+            eval_loop_s=loop["seconds"], eval_fast_s=fast_eval["seconds"],
+            eval_speedup_vs_window_loop=loop["seconds"] / fast_eval["seconds"], eval_dice_agreement=agreement,
+            eval_foreground_voxels_loop=int((np.load(weights + ".loop.npy") == 1).sum()),
+            eval_loop_peak_mb=loop["peak_mb"], eval_fast_peak_mb=fast_eval["peak_mb"],
+            eval_dice_vs_label_loop=loop["dice_vs_label"], eval_dice_vs_label_fast=fast_eval["dice_vs_label"],
+            eval_volume_shape=loop["volume_shape"], eval_case=loop["case"], fit_iterations=args.fit_iterations,
+            fit_final_loss=fit_loss,
+            data_cache_fill_s=data["cache_fill_s"], data_per_iteration_s=data["data_per_iteration_s"],
+            data_to_compute_ratio=data["data_per_iteration_s"] / jobs["stlu_fast"]["median_s"],
+            data_cached_cases=data["cached_cases"],
+        )
+    tmp_json = args.json + ".tmp"
+    with open(tmp_json, "w") as f:
+        json.dump(out, f, indent=2)
+    os.replace(tmp_json, args.json)
+    _print_table(out)
+    return out
+
+
+def _fit_and_save(cfg: dict, iterations: int, path: str) -> float:
+    """Fit a V-Net briefly (fast path, lr 0.05) on labeled crops so that the evaluation compares meaningful
+    predictions; save its weights atomically and return the last loss."""
+    from monai.data import DataLoader, Dataset
+
+    from monai_stlu.engines import SemiSupervisedTrainer, SupervisedMethod
+    from monai_stlu.networks import VNet
+
+    torch.set_num_threads(cfg["threads"])
+    labeled_cases, _ = _cases(cfg)
+    crops = _crops(labeled_cases, cfg["patch"], 2 * iterations, seed=1)
+    torch.manual_seed(0)
+    net = VNet(n_filters=cfg["n_filters"]).to(cfg["device"])
+    trainer = SemiSupervisedTrainer(
+        cfg["device"], 1, DataLoader(Dataset(crops), batch_size=2, shuffle=True), net,
+        torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4), SupervisedMethod(),
+        epoch_length=iterations, amp=True, channels_last=True, decollate=False,
+    )
+    trainer.run()
+    tmp = path + ".tmp"
+    torch.save(net.state_dict(), tmp)
+    os.replace(tmp, path)
+    return float(trainer.state.output["loss"].detach())
+
+
+def _print_table(out: dict) -> None:
+    rows = [(k, v) for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    width = max(len(k) for k, _ in rows)
+    print(f"\ndevice: {out['device']} (bf16 CPU: {out['cpu_bf16']}), torch {out['torch']}, threads {out['threads']}")
+    for k, v in rows:
+        print(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+
+
+if __name__ == "__main__":
+    main()
