@@ -171,3 +171,29 @@ def test_find_images(synth, tmp_path):
         find_images(str(empty))
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         find_images(str(tmp_path / "none"))
+
+
+def test_atomic_nifti_writer_leaves_nothing_half_written(tmp_path, monkeypatch):
+    import nibabel as nib
+
+    from monai_stlu.data import AtomicNibabelWriter
+
+    w = AtomicNibabelWriter()
+    w.set_data_array(torch.arange(24, dtype=torch.float32).reshape(1, 2, 3, 4), channel_dim=0)
+    w.set_metadata({"affine": np.diag([2.0, 2.0, 2.0, 1.0])})
+    w.write(tmp_path / "seg.nii.gz")
+    assert os.listdir(tmp_path) == ["seg.nii.gz"]
+    np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "seg.nii.gz").dataobj), np.arange(24).reshape(2, 3, 4))
+
+    def broken_save(img, filename):
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(nib, "save", broken_save)
+    w2 = AtomicNibabelWriter()
+    w2.set_data_array(torch.zeros(1, 2, 3, 4), channel_dim=0)
+    w2.set_metadata({"affine": np.eye(4)})
+    with pytest.raises(OSError, match="disk full"):
+        w2.write(tmp_path / "other.nii.gz")
+    assert os.listdir(tmp_path) == ["seg.nii.gz"]  # neither the target nor a temporary file is left

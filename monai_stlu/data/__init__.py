@@ -5,3 +5,4 @@ from .h5_reader import H5Reader
 from .synthetic import synthetic_case, write_synthetic_la
 from .validate_case import ValidateSegmentationd
 from .find_images import find_images
+from .atomic_nibabel_writer import AtomicNibabelWriter
