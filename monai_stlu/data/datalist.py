@@ -39,18 +39,9 @@ def check_h5_case(path: str, keys: Sequence[str] = ("image", "label")) -> None:
         FileNotFoundError: missing file.
         ValueError: unreadable file, missing dataset, or datasets of different shapes.
     """
-    import h5py
+    from monai_stlu.data.h5_reader import open_h5
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file (a listed case is missing).")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise ValueError(f"{path}: not a readable HDF5 file ({e}).") from e
-    with f:
-        missing = [k for k in keys if k not in f]
-        if missing:
-            raise ValueError(f"{path}: has no dataset {missing[0]!r} (it has {sorted(f.keys())}).")
+    with open_h5(path, keys) as f:
         shapes = {k: tuple(f[k].shape) for k in keys}
     if len(set(shapes.values())) > 1:
         raise ValueError(f"{path}: image/label shape mismatch {shapes}.")

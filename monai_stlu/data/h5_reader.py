@@ -14,7 +14,7 @@ from monai.utils import MetaKeys, SpaceKeys, ensure_tuple, optional_import
 
 h5py, has_h5py = optional_import("h5py")
 
-__all__ = ["H5Reader"]
+__all__ = ["H5Reader", "open_h5", "read_h5_dataset"]
 
 
 class H5Reader(ImageReader):
@@ -81,8 +81,9 @@ class H5Reader(ImageReader):
         return data, meta
 
 
-def read_h5_dataset(path: str, dataset: str) -> np.ndarray:
-    """Read one dataset of an h5 file with errors that name the file and the problem."""
+def open_h5(path: str, datasets: Sequence[str] = ()):
+    """Open an h5 file for reading, with errors that name the file and the problem: a missing file
+    (``FileNotFoundError``), a file that is not HDF5, or one without all of ``datasets`` (``ValueError``)."""
     import os
 
     if not os.path.isfile(path):
@@ -91,9 +92,17 @@ def read_h5_dataset(path: str, dataset: str) -> np.ndarray:
         f = h5py.File(path, "r")
     except OSError as e:
         raise ValueError(f"{path}: not a readable HDF5 file ({e}).") from e
-    with f:
-        if dataset not in f:
-            raise ValueError(f"{path}: has no dataset {dataset!r} (it has {sorted(f.keys())}).")
+    missing = [k for k in datasets if k not in f]
+    if missing:
+        keys = sorted(f.keys())
+        f.close()
+        raise ValueError(f"{path}: has no dataset {missing[0]!r} (it has {keys}).")
+    return f
+
+
+def read_h5_dataset(path: str, dataset: str) -> np.ndarray:
+    """Read one dataset of an h5 file with errors that name the file and the problem."""
+    with open_h5(path, [dataset]) as f:
         try:
             return np.asarray(f[dataset][()])
         except (OSError, RuntimeError) as e:
