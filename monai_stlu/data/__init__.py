@@ -4,5 +4,5 @@ from .datalist import DATA_HELP, check_h5_case, json_split, la_split, semi_super
 from .h5_reader import H5Reader
 from .synthetic import synthetic_case, write_synthetic_la
 from .validate_case import ValidateSegmentationd
-from .find_images import find_images
+from .find_images import case_id, find_images
 from .atomic_nibabel_writer import AtomicNibabelWriter

@@ -8,7 +8,14 @@ import glob
 import os
 from collections.abc import Sequence
 
-__all__ = ["find_images"]
+__all__ = ["find_images", "case_id"]
+
+
+def case_id(path: str) -> str:
+    """A case's name from its file: the folder name for the community h5 layout (``<ID>/mri_norm2.h5``), else the
+    file name without its extensions."""
+    base = os.path.basename(path)
+    return os.path.basename(os.path.dirname(path)) if base.endswith((".h5", ".hdf5")) else base.split(".")[0]
 
 
 def find_images(
@@ -35,9 +42,4 @@ def find_images(
             raise FileNotFoundError(f"{input_path}: no image file matching {list(patterns)}.")
     else:
         raise FileNotFoundError(f"{input_path}: no such file or folder to run inference on.")
-    out = []
-    for f in files:
-        base = os.path.basename(f)
-        name = os.path.basename(os.path.dirname(f)) if base.endswith((".h5", ".hdf5")) else base.split(".")[0]
-        out.append({"image": f, "id": name})
-    return out
+    return [{"image": f, "id": case_id(f)} for f in files]

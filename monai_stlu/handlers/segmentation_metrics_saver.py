@@ -17,6 +17,7 @@ import torch
 from monai.data import MetaTensor
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_stlu.data.find_images import case_id
 from monai_stlu.metrics.segmentation_metrics import METRIC_NAMES, segmentation_metrics
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -53,9 +54,7 @@ def _case_name(item: dict, fallback: str) -> str:
         return str(item["id"])
     image = item.get("image")
     if isinstance(image, MetaTensor) and "filename_or_obj" in image.meta:
-        path = str(image.meta["filename_or_obj"])
-        base = os.path.basename(path)
-        return os.path.basename(os.path.dirname(path)) if base.endswith((".h5", ".hdf5")) else base.split(".")[0]
+        return case_id(str(image.meta["filename_or_obj"]))
     return fallback
 
 

@@ -8,10 +8,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
 
-from monai_stlu.utils.fast_path import autocast, to_channels_last
+from monai_stlu.utils.fast_path import as_plain_tensor, autocast, to_channels_last
 
 __all__ = ["StrideSlidingWindowInferer", "stride_to_overlap"]
 
@@ -74,7 +73,7 @@ class StrideSlidingWindowInferer(SlidingWindowInferer):
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
         def window_forward(x: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
-            x = x.as_tensor() if isinstance(x, MetaTensor) else x  # no metadata tracking inside the network
+            x = as_plain_tensor(x)
             if self.channels_last:
                 x = to_channels_last(x)
             with autocast(x.device, enabled=self.use_amp):

@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from .fast_path import autocast, autocast_dtype, cpu_supports_bf16, to_channels_last
+from .fast_path import as_plain_tensor, autocast, autocast_dtype, cpu_supports_bf16, to_channels_last
 from .ramps import ramp_value, sigmoid_rampup
 from .bundle import bundle_root

@@ -8,8 +8,9 @@ import contextlib
 import functools
 
 import torch
+from monai.data import MetaTensor
 
-__all__ = ["cpu_supports_bf16", "autocast_dtype", "autocast", "to_channels_last"]
+__all__ = ["cpu_supports_bf16", "autocast_dtype", "autocast", "to_channels_last", "as_plain_tensor"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -61,3 +62,9 @@ def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     if x.dim() == 4:
         return x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+def as_plain_tensor(x: torch.Tensor) -> torch.Tensor:
+    """``x`` without MONAI metadata: inside a 3D network, MetaTensor metadata tracking through every op costs
+    seconds per iteration on CPU, so networks compute on plain tensors."""
+    return x.as_tensor() if isinstance(x, MetaTensor) else x
