@@ -49,6 +49,45 @@ def test_mixing_changes_only_mixed_stages():
     torch.testing.assert_close(a.drop_labeled, b.drop_labeled)  # the dropout stream never mixes
 
 
+def _two_stream_reference(net: STLUNet, xl: torch.Tensor, xu: torch.Tensor) -> list[torch.Tensor]:
+    """Both streams computed separately from the image up, mixing with the plain formula (no shared stages)."""
+    b = xl.shape[0]
+    h_mix = h_drop = torch.cat([xl, xu])
+    mixed, dropped = [], []
+    for k, stage in enumerate(net.backbone.encoder):
+        h_mix, h_drop = stage(h_mix), stage(h_drop)
+        if k in net.mix_stages:
+            a, u = h_mix[:b], h_mix[b:]
+            dims = list(range(2, a.dim()))
+            norms = torch.linalg.vector_norm(a, dim=dims) * torch.linalg.vector_norm(u, dim=dims)
+            w = ((a * u).sum(dims) / norms.clamp_min(1e-8)).clamp(0, 1)[..., None, None, None]
+            h_mix = torch.cat([w * a + (1 - w) * u, w * u + (1 - w) * a])
+        if k in net.dropout_stages:
+            h_drop = net.channel_dropout(h_drop)
+        mixed.append(h_mix)
+        dropped.append(h_drop)
+    m, d = net.backbone.decode(mixed), net.backbone.decode(dropped)
+    return [m[:b], m[b:], d[:b], d[b:]]
+
+
+@pytest.mark.parametrize("mix_stages", [None, [1, 3], []])
+def test_shared_stages_equal_two_separate_streams(mix_stages):
+    # train mode (batch statistics), no dropout randomness: outputs and weight gradients must equal the
+    # unshared computation; stages before the first mixing/dropout stage are computed once
+    torch.manual_seed(4)
+    net = STLUNet(n_filters=4, mix_stages=mix_stages, dropout_stages=[2], dropout_prob=0.0).double().train()
+    xl, xu = torch.rand(2, 1, 32, 32, 16, dtype=torch.float64), torch.rand(2, 1, 32, 32, 16, dtype=torch.float64)
+    g = [torch.randn(2, 2, 32, 32, 16, dtype=torch.float64) for _ in range(4)]
+    grads = []
+    for fn in (lambda: list(net(xl, xu)), lambda: _two_stream_reference(net, xl, xu)):
+        outs = fn()
+        grads.append((outs, torch.autograd.grad(outs, list(net.parameters()), g)))
+    for got, want in zip(grads[0][0], grads[1][0]):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
+    for got, want in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
+
+
 def test_bad_stages_and_batches():
     with pytest.raises(ValueError, match="mix_stages"):
         STLUNet(n_filters=4, mix_stages=[5])

@@ -38,6 +38,11 @@ class STLUNet(nn.Module):
     network that SlidingWindowInferer, TorchScript/ONNX export and MONAI Label use. ``forward(x_l, x_u)``
     returns an :py:class:`STLUOutput` with both streams' logits.
 
+    Encoder stages before the first mixing or dropout stage see the same input in both streams, so they run
+    once (same outputs and gradients as running them twice; their BatchNorm running statistics are updated once
+    per iteration instead of twice). Mixing works on the concatenated ``[labeled; unlabeled]`` batch without
+    splitting it (:py:meth:`FeatureMix.mix_batch`).
+
     The backbone only needs ``encoder`` (an ``nn.ModuleList`` of stages, each applied to the previous stage's
     output) and ``decode(list_of_stage_outputs)``, so other backbones can be wrapped without touching the
     mixing code. Stage indices count from 0 (shallowest). The paper's S / I / B groups for the V-Net are
@@ -69,6 +74,9 @@ class STLUNet(nn.Module):
         out = net(x_labeled, x_unlabeled)      # train(): STLUOutput of four logits tensors
         logits = net.eval()(x)                  # eval(): one logits tensor
     """
+
+    # the two-stream pass is Python-only (``forward_streams`` is ``@torch.jit.unused``); so is its mixing layer
+    __jit_ignored_attributes__ = ["feature_mix"]
 
     def __init__(
         self,
@@ -145,15 +153,18 @@ class STLUNet(nn.Module):
         mixed: list[torch.Tensor] = []
         dropped: list[torch.Tensor] = []
         h_mix, h_drop = x, x
+        # until the first stage that mixes or drops, both streams see the same input: compute those stages once
+        shared = True
         for k, stage in enumerate(self.backbone.encoder):  # type: ignore[arg-type]
             h_mix = stage(h_mix)
+            h_drop = h_mix if shared else stage(h_drop)
             if k in self.mix_stages:
-                m_l, m_u = self.feature_mix(h_mix[:b], h_mix[b:])
-                h_mix = torch.cat([m_l, m_u], dim=0)
-            mixed.append(h_mix)
-            h_drop = stage(h_drop)
+                h_mix = self.feature_mix.mix_batch(h_mix, b)
+                shared = False
             if k in self.dropout_stages:
                 h_drop = self.channel_dropout(h_drop)
+                shared = False
+            mixed.append(h_mix)
             dropped.append(h_drop)
         mix_logits = self.backbone.decode(mixed)  # type: ignore[operator]
         drop_logits = self.backbone.decode(dropped)  # type: ignore[operator]
