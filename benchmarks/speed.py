@@ -49,7 +49,8 @@ def _cases(cfg: dict) -> tuple[list[dict], dict]:
     return [load(c) for c in split["labeled"]], load(split["test"][0])
 
 
-def _crops(cases: list[dict], patch, n: int, seed: int) -> list[dict]:
+def _crops(cases: list[dict], patch, n: int, seed: int, foreground: float = 0.0) -> list[dict]:
+    """``n`` random crops; the first ``foreground`` fraction of every three is centred on a random label voxel."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
@@ -57,7 +58,12 @@ def _crops(cases: list[dict], patch, n: int, seed: int) -> list[dict]:
         img, lab = c["image"], c["label"]
         pad = [(0, max(p - s, 0)) for p, s in zip(patch, img.shape)]
         img, lab = np.pad(img, pad), np.pad(lab, pad)
-        start = [int(rng.integers(0, s - p + 1)) for s, p in zip(img.shape, patch)]
+        fg = np.argwhere(lab == 1) if (i % 3) < round(3 * foreground) else np.empty((0, 3))
+        if len(fg):
+            centre = fg[rng.integers(len(fg))]
+            start = [int(min(max(m - p // 2, 0), s - p)) for m, p, s in zip(centre, patch, img.shape)]
+        else:
+            start = [int(rng.integers(0, s - p + 1)) for s, p in zip(img.shape, patch)]
         sl = tuple(slice(a, a + p) for a, p in zip(start, patch))
         out.append({"image": img[sl][None].astype(np.float32), "label": lab[sl][None].astype(np.int64)})
     return out
@@ -189,17 +195,18 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--test_list", default="subset_test.list")
     ap.add_argument("--small", action="store_true", help="tiny sizes: checks numerics, not speed")
     ap.add_argument("--repeats", type=int, default=3, help="timed training iterations per path (after one warm-up)")
-    ap.add_argument("--fit_iterations", type=int, default=None,
-                    help="V-Net fitting iterations before the evaluation (default 40, 150 with --small)")
+    ap.add_argument("--fit_iterations", type=int, default=150,
+                    help="V-Net fitting iterations before the evaluation (ignored with --ckpt)")
+    ap.add_argument("--ckpt", default=None,
+                    help="evaluate this trained V-Net/STLU-Net checkpoint (e.g. a bundle's models/model.pt) instead of fitting one")
     ap.add_argument("--loss_curve", type=int, default=0, help="only compare fp32 and fast STLU losses over N iterations")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args(argv)
-    if args.fit_iterations is None:
-        args.fit_iterations = 150 if args.small else 40
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = {"device": device, "threads": args.threads, "data_dir": args.data_dir, "train_list": args.train_list,
-           "test_list": args.test_list, "n_filters": 16, "patch": [112, 112, 80], "stride": [18, 18, 4], "sw_batch_size": 4}
+           "test_list": args.test_list, "n_filters": 16, "patch": [112, 112, 80], "stride": [18, 18, 4], "sw_batch_size": 4,
+           "fit_patch": [64, 64, 48]}
     tmp = tempfile.mkdtemp(prefix="stlu_speed_")
     if not os.path.isfile(os.path.join(args.data_dir, args.train_list)):
         from monai_stlu.data import write_synthetic_la
@@ -208,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
         cfg.update(data_dir=write_synthetic_la(os.path.join(tmp, "synth"), 8, 2, shape=(160, 140, 88)),
                    train_list="train.list", test_list="test.list")
     if args.small:
-        cfg.update(n_filters=4, patch=[48, 48, 32], stride=[24, 24, 16])
+        cfg.update(n_filters=4, patch=[48, 48, 32], stride=[24, 24, 16], fit_patch=[48, 48, 32])
     from monai_stlu.utils import cpu_supports_bf16
 
     out: dict = {"device": device, "cpu_bf16": cpu_supports_bf16(), "torch": torch.__version__, "threads": args.threads,
@@ -233,9 +240,12 @@ def main(argv: list[str] | None = None) -> dict:
                 jobs[name] = _in_process(train_job, kind, fast, cfg, args.repeats)
                 print(f"{name}: {jobs[name]['median_s']:.2f} s/iteration, peak {jobs[name]['peak_mb']:.0f} MB", flush=True)
         weights = os.path.join(tmp, "vnet.pt")
-        fit_loss = _in_process(_fit_and_save, cfg, args.fit_iterations, weights)
-        loop = _in_process(eval_job, False, cfg, weights)
-        fast_eval = _in_process(eval_job, True, cfg, weights)
+        if args.ckpt:
+            eval_cfg, fit_loss = dict(cfg, n_filters=_vnet_weights_from(args.ckpt, weights)), None
+        else:
+            eval_cfg, fit_loss = cfg, _in_process(_fit_and_save, cfg, args.fit_iterations, weights)
+        loop = _in_process(eval_job, False, eval_cfg, weights)
+        fast_eval = _in_process(eval_job, True, eval_cfg, weights)
         agreement = _dice(np.load(weights + ".loop.npy"), np.load(weights + ".fast.npy"))
         data = _in_process(data_job, cfg)
         for name, r in jobs.items():
@@ -253,8 +263,8 @@ def main(argv: list[str] | None = None) -> dict:
             eval_foreground_voxels_loop=int((np.load(weights + ".loop.npy") == 1).sum()),
             eval_loop_peak_mb=loop["peak_mb"], eval_fast_peak_mb=fast_eval["peak_mb"],
             eval_dice_vs_label_loop=loop["dice_vs_label"], eval_dice_vs_label_fast=fast_eval["dice_vs_label"],
-            eval_volume_shape=loop["volume_shape"], eval_case=loop["case"], fit_iterations=args.fit_iterations,
-            fit_final_loss=fit_loss,
+            eval_volume_shape=loop["volume_shape"], eval_case=loop["case"],
+            eval_model=args.ckpt or f"V-Net fitted {args.fit_iterations} iterations", fit_last10_loss=fit_loss,
             data_cache_fill_s=data["cache_fill_s"], data_per_iteration_s=data["data_per_iteration_s"],
             data_to_compute_ratio=data["data_per_iteration_s"] / jobs["stlu_fast"]["median_s"],
             data_cached_cases=data["cached_cases"],
@@ -268,8 +278,10 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _fit_and_save(cfg: dict, iterations: int, path: str) -> float:
-    """Fit a V-Net briefly (fast path, lr 0.05) on labeled crops so that the evaluation compares meaningful
-    predictions; save its weights atomically and return the last loss."""
+    """Fit a V-Net briefly so that the evaluation compares the predictions of a model that segments something:
+    fast path, SGD lr 0.05, batches of 4 crops of ``fit_patch``, two in three centred on the label. Saves the
+    weights atomically; returns the mean loss of the last 10 iterations."""
+    from ignite.engine import Events
     from monai.data import DataLoader, Dataset
 
     from monai_stlu.engines import SemiSupervisedTrainer, SupervisedMethod
@@ -277,19 +289,38 @@ def _fit_and_save(cfg: dict, iterations: int, path: str) -> float:
 
     torch.set_num_threads(cfg["threads"])
     labeled_cases, _ = _cases(cfg)
-    crops = _crops(labeled_cases, cfg["patch"], 2 * iterations, seed=1)
+    crops = _crops(labeled_cases, cfg["fit_patch"], 4 * iterations, seed=1, foreground=2 / 3)
     torch.manual_seed(0)
     net = VNet(n_filters=cfg["n_filters"]).to(cfg["device"])
     trainer = SemiSupervisedTrainer(
-        cfg["device"], 1, DataLoader(Dataset(crops), batch_size=2, shuffle=True), net,
+        cfg["device"], 1, DataLoader(Dataset(crops), batch_size=4, shuffle=True), net,
         torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4), SupervisedMethod(),
         epoch_length=iterations, amp=True, channels_last=True, decollate=False,
     )
+    losses: list[float] = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["loss"].detach())))
     trainer.run()
+    _save_atomic({k: v.contiguous() for k, v in net.state_dict().items()}, path)
+    return float(np.mean(losses[-10:]))
+
+
+def _save_atomic(state: dict, path: str) -> None:
     tmp = path + ".tmp"
-    torch.save(net.state_dict(), tmp)
+    torch.save(state, tmp)
     os.replace(tmp, path)
-    return float(trainer.state.output["loss"].detach())
+
+
+def _vnet_weights_from(ckpt: str, path: str) -> int:
+    """Save the V-Net weights of a trained checkpoint (a V-Net or STLU-Net state dict, or a bundle checkpoint
+    holding one under ``"model"``) to ``path``; return its ``n_filters``."""
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    state = {k.removeprefix("backbone."): v for k, v in state.items()}
+    if "encoder.0.0.weight" not in state:
+        raise ValueError(f"{ckpt}: not a V-Net / STLU-Net state dict (no 'encoder.0.0.weight' key).")
+    _save_atomic(state, path)
+    return int(state["encoder.0.0.weight"].shape[0])
 
 
 def _print_table(out: dict) -> None:
