@@ -50,3 +50,19 @@ def test_demo_on_synthetic_data_from_another_cwd(tmp_path):
     )
     assert (root / "models" / "model.pt").is_file()
     assert not (elsewhere / "models").exists() and os.listdir(elsewhere) == []
+
+
+@pytest.mark.parametrize("config", ["train.json", "inference.json"])
+def test_fast_path_switches_reach_the_inferer(config):
+    from monai.bundle import ConfigParser
+
+    from monai_stlu.inferers import StrideSlidingWindowInferer
+
+    for value in (True, False):
+        parser = ConfigParser()
+        parser.read_config(str(REPO_ROOT / "bundles" / "stlu_la" / "configs" / config))
+        parser.update({"bundle_root": str(REPO_ROOT / "bundles" / "stlu_la"), "amp": value, "channels_last": value,
+                       "fuse_bn": value})
+        inferer = parser.get_parsed_content("validate#inferer" if config == "train.json" else "inferer")
+        assert isinstance(inferer, StrideSlidingWindowInferer)
+        assert inferer.use_amp is value and inferer.channels_last is value and inferer.fuse_bn is value
