@@ -79,8 +79,9 @@ def _make(kind: str, cfg: dict):
     return VNet(n_filters=cfg["n_filters"]), SupervisedMethod()
 
 
-def train_job(kind: str, fast: bool, cfg: dict, iterations: int, seed: int = 0) -> dict:
-    """``iterations`` + 1 trainer iterations (the first is warm-up); per-iteration times, losses, peak memory."""
+def train_job(kind: str, fast: bool, cfg: dict, iterations: int, seed: int = 0, perturb: float = 0.0) -> dict:
+    """``iterations`` + 1 trainer iterations (the first is warm-up); per-iteration times, losses, peak memory.
+    ``perturb``: multiply every initial weight by ``1 + perturb * N(0, 1)`` (a rounding-sized change, for a control)."""
     from ignite.engine import Events
     from monai.data import DataLoader, Dataset
 
@@ -92,6 +93,11 @@ def train_job(kind: str, fast: bool, cfg: dict, iterations: int, seed: int = 0) 
     crops = _crops(labeled_cases, cfg["patch"], 4 * (iterations + 1), seed)
     base = _rss_mb()
     net, method = _make(kind, cfg)
+    if perturb:
+        gen = torch.Generator().manual_seed(12345)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.mul_(1 + perturb * torch.randn(p.shape, generator=gen))
     net = net.to(device)
     if kind == "stlu":
         lab = DataLoader(Dataset(crops[0::2]), batch_size=2)
@@ -222,16 +228,25 @@ def main(argv: list[str] | None = None) -> dict:
                  "machine": platform.processor() or platform.machine(), "config": cfg}
 
     if args.loss_curve:
+        # fp32 and the fast path from the same weights and crops, and a control: fp32 again from weights changed at
+        # float32 rounding level (1e-6 relative), which shows how far two fp32 runs drift apart on their own
         cfg_lc = dict(cfg, n_filters=cfg["n_filters"] if args.small else 8, patch=cfg["patch"] if args.small else [64, 64, 48])
-        fp32 = _in_process(train_job, "stlu", False, cfg_lc, args.loss_curve - 1)
-        fast = _in_process(train_job, "stlu", True, cfg_lc, args.loss_curve - 1)
-        a, b = np.array(fp32["losses"]), np.array(fast["losses"])
+        runs = {"fp32": _in_process(train_job, "stlu", False, cfg_lc, args.loss_curve - 1),
+                "fast": _in_process(train_job, "stlu", True, cfg_lc, args.loss_curve - 1),
+                "control": _in_process(train_job, "stlu", False, cfg_lc, args.loss_curve - 1, 0, 1e-6)}
+        a, b, c = (np.array(runs[k]["losses"]) for k in ("fp32", "fast", "control"))
         w = min(10, len(a))
         ma = lambda x: np.convolve(x, np.ones(w) / w, mode="valid")
-        out.update(loss_curve_config=cfg_lc, loss_fp32=a.tolist(), loss_fast=b.tolist(),
+        blocks = lambda x: x[: len(x) // w * w].reshape(-1, w).mean(1)
+        out.update(loss_curve_config=cfg_lc, loss_fp32=a.tolist(), loss_fast=b.tolist(), loss_control=c.tolist(),
                    loss_max_abs_diff=float(np.abs(a - b).max()),
                    loss_moving_avg_max_abs_diff=float(np.abs(ma(a) - ma(b)).max()),
-                   loss_first_abs_diff=float(abs(a[0] - b[0])))
+                   loss_block_mean_abs_diff=float(np.abs(blocks(a) - blocks(b)).mean()),
+                   loss_first_abs_diff=float(abs(a[0] - b[0])),
+                   control_moving_avg_max_abs_diff=float(np.abs(ma(a) - ma(c)).max()),
+                   control_block_mean_abs_diff=float(np.abs(blocks(a) - blocks(c)).mean()),
+                   loss_curve_fp32_s_per_iteration=runs["fp32"]["median_s"],
+                   loss_curve_fast_s_per_iteration=runs["fast"]["median_s"])
     else:
         jobs = {}
         for kind in ("stlu", "supervised"):
