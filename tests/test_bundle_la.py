@@ -13,6 +13,7 @@ import torch
 
 from bundle_utils import config_list, run_bundle
 from conftest import REPO_ROOT, shared_la_dir
+from monai_stlu.handlers import latest_checkpoint
 
 BUNDLE = REPO_ROOT / "bundles" / "stlu_la"
 CONFIGS = BUNDLE / "configs"
@@ -36,11 +37,14 @@ def test_training_writes_model_and_checkpoint(trained):
     models = trained["root"] / "models"
     sd = torch.load(models / "model.pt", weights_only=True)
     assert "backbone.head.weight" in sd  # a flat state_dict of the eval network
-    ckpts = sorted(models.glob("checkpoint_*.pt"))
-    assert len(ckpts) == 1
-    ckpt = torch.load(ckpts[0], weights_only=True)
-    assert set(ckpt) == {"network", "optimizer", "method", "trainer"}
+    # two epochs of 4 iterations: both periodic checkpoints kept (n_saved 2), nothing half-written left behind
+    assert sorted(p.name for p in models.iterdir()) == ["checkpoint_epoch=1.pt", "checkpoint_epoch=2.pt", "model.pt"]
+    ckpt = torch.load(latest_checkpoint(str(models)), weights_only=True)
+    assert set(ckpt) == {"network", "optimizer", "method", "trainer", "best_model"}
     assert ckpt["trainer"]["iteration"] == 8
+    # the best-model record: one (score, ignite's name) pair; the file itself is the fixed name model.pt
+    (score, name), = ckpt["best_model"]["key_metric_saved"]
+    assert 0.0 <= score <= 1.0 and name.startswith("model_key_metric=")
     assert "val_mean_dice" in trained["log"] and "sup:" in trained["log"]
 
 
@@ -55,7 +59,7 @@ def test_resume_continues_from_checkpoint(trained, tmp_path):
     log = proc.stdout + proc.stderr
     assert "resumed from" in log and "at iteration 8" in log
     assert "Epoch: 3/3" in log and "Epoch: 1/3" not in log
-    ckpt = torch.load(next((root / "models").glob("checkpoint_*.pt")), weights_only=True)
+    ckpt = torch.load(latest_checkpoint(str(root / "models")), weights_only=True)
     assert ckpt["trainer"]["iteration"] == 12
 
 

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
+from .atomic_checkpoint_saver import AtomicCheckpointSaver
 from .ramp_up_handler import RampUpHandler
-from .resume_checkpoint_loader import ResumeCheckpointLoader, latest_checkpoint
+from .resume_checkpoint_loader import ResumeCheckpointLoader, checkpoints_newest_first, latest_checkpoint
 from .segmentation_metrics_saver import SegmentationMetricsSaver, write_csv_atomic
 from .utils import loss_terms
 from .ema_teacher_handler import EMATeacherHandler

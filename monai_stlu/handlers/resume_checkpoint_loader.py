@@ -9,33 +9,37 @@ import logging
 import os
 import re
 
+import torch
 from monai.handlers import CheckpointLoader
 from monai.utils import IgniteInfo, min_version, optional_import
 
 Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["ResumeCheckpointLoader", "latest_checkpoint"]
+__all__ = ["ResumeCheckpointLoader", "checkpoints_newest_first", "latest_checkpoint"]
 
 
-def latest_checkpoint(ckpt_dir: str, pattern: str = "checkpoint_*.pt") -> str | None:
-    """The newest file matching ``pattern`` in ``ckpt_dir``, by the last number in its name (then by mtime)."""
-    files = glob.glob(os.path.join(ckpt_dir, pattern))
-    if not files:
-        return None
+def checkpoints_newest_first(ckpt_dir: str, pattern: str = "checkpoint_*.pt") -> list[str]:
+    """Files matching ``pattern`` in ``ckpt_dir``, newest first: by the last number in the name, then by mtime."""
 
     def key(path: str) -> tuple[int, float]:
         numbers = re.findall(r"\d+", os.path.basename(path))
         return (int(numbers[-1]) if numbers else -1, os.path.getmtime(path))
 
-    return max(files, key=key)
+    return sorted(glob.glob(os.path.join(ckpt_dir, pattern)), key=key, reverse=True)
+
+
+def latest_checkpoint(ckpt_dir: str, pattern: str = "checkpoint_*.pt") -> str | None:
+    """The newest file matching ``pattern`` in ``ckpt_dir`` (see :py:func:`checkpoints_newest_first`), or None."""
+    files = checkpoints_newest_first(ckpt_dir, pattern)
+    return files[0] if files else None
 
 
 class ResumeCheckpointLoader(CheckpointLoader):
     """``CheckpointLoader`` that picks the newest periodic checkpoint of ``ckpt_dir`` when the run starts, and does
     nothing (a fresh run) when there is none or ``enabled`` is False. Loading uses ``torch.load(weights_only=True)``.
 
-    Pair it with a ``CheckpointSaver`` that saves ``{"network", "optimizer", "trainer", ...}`` every epoch
-    (``save_interval=1``, ``n_saved=1``); ignite writes those files atomically.
+    Pair it with an :py:class:`AtomicCheckpointSaver` that saves ``{"network", "optimizer", "trainer", ...}`` every
+    epoch (``save_interval=1``, ``n_saved=2``, so a complete older file exists while the newest is written).
 
     Args:
         ckpt_dir: folder of the periodic checkpoints.
@@ -61,11 +65,33 @@ class ResumeCheckpointLoader(CheckpointLoader):
         self.enabled = enabled
 
     def __call__(self, engine: Engine) -> None:
-        path = latest_checkpoint(self.ckpt_dir, self.pattern) if self.enabled else None
-        if path is None:
+        """Load the newest checkpoint that reads back; an unreadable newer one (say, cut short by a crash while it
+        was written by a non-atomic saver) is reported and skipped.
+
+        Raises:
+            RuntimeError: when checkpoints exist but none of them can be read.
+        """
+        logger = logging.getLogger(self._name or __name__)
+        files = checkpoints_newest_first(self.ckpt_dir, self.pattern) if self.enabled else []
+        if not files:
             if self.enabled:
-                logging.getLogger(self._name or __name__).info(f"no checkpoint in {self.ckpt_dir}: starting a new run.")
+                logger.info(f"no checkpoint in {self.ckpt_dir}: starting a new run.")
             return
-        self.load_path = path
-        super().__call__(engine)
-        engine.logger.info(f"resumed from {path} at iteration {engine.state.iteration}.")
+        problems = []
+        for path in files:
+            try:
+                torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # a truncated or foreign file: any unpickling error
+                reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+                problems.append(f"{path}: {reason}")
+                logger.warning(f"cannot read checkpoint {path} ({reason}); trying an older one.")
+                continue
+            self.load_path = path
+            super().__call__(engine)
+            engine.logger.info(f"resumed from {path} at iteration {engine.state.iteration}.")
+            return
+        raise RuntimeError(
+            f"none of the checkpoints in {self.ckpt_dir} can be read, so the run cannot resume:\n  "
+            + "\n  ".join(problems)
+            + "\nMove them away (or run with --resume false) to start afresh."
+        )

@@ -1,0 +1,77 @@
+# Copyright (c) monai_stlu contributors
+# Licensed under the Apache License, Version 2.0
+"""MONAI's CheckpointSaver with atomic files and a best-model record that survives a resume."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from monai.handlers import CheckpointSaver
+from monai.utils import IgniteInfo, min_version, optional_import
+
+DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
+
+__all__ = ["AtomicCheckpointSaver"]
+
+
+class _FixedNameAtomicSaver(DiskSaver):  # type: ignore[misc,valid-type]
+    """ignite's DiskSaver writing through a temporary file and a rename, optionally under one fixed file name."""
+
+    def __init__(self, dirname: str, filename: str | None = None) -> None:
+        super().__init__(dirname=dirname, atomic=True, require_empty=False)
+        self.filename = filename
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        super().__call__(checkpoint, self.filename or filename, metadata)
+
+    def remove(self, filename: str) -> None:
+        super().remove(self.filename or filename)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """``monai.handlers.CheckpointSaver`` that writes every file atomically and can carry its best-model record
+    across a resume.
+
+    - MONAI's saver writes in place (``atomic=False``), and ignite deletes the previous file *before* writing the
+      next one, so a run stopped while saving can leave a truncated checkpoint and no other. Here every file is
+      written to a temporary file in the same folder and renamed into place; keep ``n_saved >= 2`` for the
+      periodic checkpoints so that one complete file always exists.
+    - ``state_dict()`` / ``load_state_dict()`` hold the key-metric record (which scores are saved under which
+      file names). Put the best-model saver in the periodic checkpoint's ``save_dict`` and the resumed run keeps
+      ``model.pt`` unless a validation beats the best score of the interrupted run (without it, the first
+      validation after a resume overwrites ``model.pt`` whatever its score).
+
+    Args:
+        save_dir: the folder of the files.
+        save_dict: objects to save (``state_dict()`` each), as for ``CheckpointSaver``.
+        kwargs: every other ``CheckpointSaver`` argument (``save_key_metric``, ``key_metric_filename``,
+            ``save_interval``, ``n_saved``, ...).
+
+    Example (bundle config)::
+
+        "best_model_saver": {"_target_": "monai_stlu.handlers.AtomicCheckpointSaver", "save_dir": "@ckpt_dir",
+                             "save_dict": {"model": "@network"}, "save_key_metric": true,
+                             "key_metric_filename": "model.pt"}
+    """
+
+    def __init__(self, save_dir: str, save_dict: dict, **kwargs: Any) -> None:
+        super().__init__(save_dir, save_dict, **kwargs)
+        for checkpoint, fixed_name in (
+            (self._final_checkpoint, kwargs.get("final_filename")),
+            (self._key_metric_checkpoint, kwargs.get("key_metric_filename")),
+            (self._interval_checkpoint, None),
+        ):
+            if checkpoint is not None:
+                checkpoint.save_handler = _FixedNameAtomicSaver(save_dir, fixed_name)
+
+    def state_dict(self) -> dict:
+        """The key-metric record: ``{"key_metric_saved": [(score, file name), ...]}`` (empty without a key metric)."""
+        saved = self._key_metric_checkpoint.state_dict()["_saved"] if self._key_metric_checkpoint is not None else []
+        return {"key_metric_saved": [(float(score), str(name)) for score, name in saved]}
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        """Restore the key-metric record written by :py:meth:`state_dict`."""
+        if self._key_metric_checkpoint is not None:
+            saved = [(float(score), str(name)) for score, name in state_dict.get("key_metric_saved", [])]
+            self._key_metric_checkpoint.load_state_dict({"_saved": saved})
