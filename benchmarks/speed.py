@@ -39,12 +39,12 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _cases(cfg: dict) -> tuple[list[dict], dict]:
-    """Labeled cases (image/label arrays) and one test case, from h5 files."""
+def _cases(cfg: dict, num_labeled: int = 4) -> tuple[list[dict], dict]:
+    """The first ``num_labeled`` training cases (image/label arrays) and the first test case, from h5 files."""
     from monai_stlu.data import la_split
     from monai_stlu.data.h5_reader import read_h5_dataset
 
-    split = la_split(cfg["data_dir"], cfg["train_list"], cfg["test_list"], num_labeled=4, num_val=0)
+    split = la_split(cfg["data_dir"], cfg["train_list"], cfg["test_list"], num_labeled=num_labeled, num_val=0)
     load = lambda c: {"image": read_h5_dataset(c["image"], "image"), "label": read_h5_dataset(c["image"], "label"), "id": c["id"]}
     return [load(c) for c in split["labeled"]], load(split["test"][0])
 
@@ -193,6 +193,47 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a & b).sum() / total) if total else 1.0
 
 
+def _training_comparison(cfg: dict, repeats: int) -> dict:
+    """STLU and supervised training iterations, fp32 and fast, each in its own process."""
+    jobs, out = {}, {}
+    for kind in ("stlu", "supervised"):
+        for fast in (False, True):
+            name = f"{kind}_{'fast' if fast else 'fp32'}"
+            jobs[name] = r = _in_process(train_job, kind, fast, cfg, repeats)
+            print(f"{name}: {r['median_s']:.2f} s/iteration, peak {r['peak_mb']:.0f} MB", flush=True)
+            out.update({f"{name}_iteration_s": r["median_s"], f"{name}_iteration_times_s": r["times"],
+                        f"{name}_peak_mb": r["peak_mb"], f"{name}_first_loss": r["losses"][0]})
+    out.update(
+        stlu_speedup_vs_fp32=jobs["stlu_fp32"]["median_s"] / jobs["stlu_fast"]["median_s"],
+        stlu_vs_supervised_step=jobs["stlu_fast"]["median_s"] / jobs["supervised_fast"]["median_s"],
+        stlu_fp32_vs_supervised_fp32=jobs["stlu_fp32"]["median_s"] / jobs["supervised_fp32"]["median_s"],
+        stlu_first_loss_abs_diff=abs(jobs["stlu_fp32"]["losses"][0] - jobs["stlu_fast"]["losses"][0]),
+    )
+    return out
+
+
+def _evaluation_comparison(cfg: dict, args: argparse.Namespace, tmp: str) -> dict:
+    """One test volume through the one-window fp32 loop and the package's inferer, with a fitted or given model."""
+    weights = os.path.join(tmp, "vnet.pt")
+    if args.ckpt:
+        eval_cfg, fit_loss = dict(cfg, n_filters=_vnet_weights_from(args.ckpt, weights)), None
+    else:
+        eval_cfg, fit_loss = cfg, _in_process(_fit_and_save, cfg, args.fit_iterations, weights)
+    loop = _in_process(eval_job, False, eval_cfg, weights)
+    fast = _in_process(eval_job, True, eval_cfg, weights)
+    pred_loop, pred_fast = np.load(weights + ".loop.npy"), np.load(weights + ".fast.npy")
+    return dict(
+        eval_loop_s=loop["seconds"], eval_fast_s=fast["seconds"],
+        eval_speedup_vs_window_loop=loop["seconds"] / fast["seconds"], eval_dice_agreement=_dice(pred_loop, pred_fast),
+        eval_foreground_voxels_loop=int((pred_loop == 1).sum()), eval_voxels_differing=int((pred_loop != pred_fast).sum()),
+        eval_loop_peak_mb=loop["peak_mb"], eval_fast_peak_mb=fast["peak_mb"],
+        eval_dice_vs_label_loop=loop["dice_vs_label"], eval_dice_vs_label_fast=fast["dice_vs_label"],
+        eval_volume_shape=loop["volume_shape"], eval_case=loop["case"],
+        eval_model=args.ckpt or f"V-Net fitted {args.fit_iterations} iterations on {cfg['fit_cases']} cases",
+        fit_last10_loss=fit_loss,
+    )
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", required=True, help="where to write the results")
@@ -203,6 +244,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=3, help="timed training iterations per path (after one warm-up)")
     ap.add_argument("--fit_iterations", type=int, default=150,
                     help="V-Net fitting iterations before the evaluation (ignored with --ckpt)")
+    ap.add_argument("--fit_cases", type=int, default=4, help="training cases the V-Net is fitted on")
+    ap.add_argument("--eval_only", action="store_true", help="only the evaluation comparison (fit or --ckpt, then both paths)")
     ap.add_argument("--ckpt", default=None,
                     help="evaluate this trained V-Net/STLU-Net checkpoint (e.g. a bundle's models/model.pt) instead of fitting one")
     ap.add_argument("--loss_curve", type=int, default=0, help="only compare fp32 and fast STLU losses over N iterations")
@@ -212,8 +255,18 @@ def main(argv: list[str] | None = None) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = {"device": device, "threads": args.threads, "data_dir": args.data_dir, "train_list": args.train_list,
            "test_list": args.test_list, "n_filters": 16, "patch": [112, 112, 80], "stride": [18, 18, 4], "sw_batch_size": 4,
-           "fit_patch": [64, 64, 48]}
-    tmp = tempfile.mkdtemp(prefix="stlu_speed_")
+           "fit_patch": [64, 64, 48], "fit_cases": args.fit_cases}
+    with tempfile.TemporaryDirectory(prefix="stlu_speed_") as tmp:  # weights, predictions, synthetic data
+        out = _run(args, cfg, tmp)
+    tmp_json = args.json + ".tmp"
+    with open(tmp_json, "w") as f:
+        json.dump(out, f, indent=2)
+    os.replace(tmp_json, args.json)
+    _print_table(out)
+    return out
+
+
+def _run(args: argparse.Namespace, cfg: dict, tmp: str) -> dict:
     if not os.path.isfile(os.path.join(args.data_dir, args.train_list)):
         from monai_stlu.data import write_synthetic_la
 
@@ -224,7 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
         cfg.update(n_filters=4, patch=[48, 48, 32], stride=[24, 24, 16], fit_patch=[48, 48, 32])
     from monai_stlu.utils import cpu_supports_bf16
 
-    out: dict = {"device": device, "cpu_bf16": cpu_supports_bf16(), "torch": torch.__version__, "threads": args.threads,
+    out: dict = {"device": cfg["device"], "cpu_bf16": cpu_supports_bf16(), "torch": torch.__version__, "threads": args.threads,
                  "machine": platform.processor() or platform.machine(), "config": cfg}
 
     if args.loss_curve:
@@ -248,53 +301,21 @@ def main(argv: list[str] | None = None) -> dict:
                    loss_curve_fp32_s_per_iteration=runs["fp32"]["median_s"],
                    loss_curve_fast_s_per_iteration=runs["fast"]["median_s"])
     else:
-        jobs = {}
-        for kind in ("stlu", "supervised"):
-            for fast in (False, True):
-                name = f"{kind}_{'fast' if fast else 'fp32'}"
-                jobs[name] = _in_process(train_job, kind, fast, cfg, args.repeats)
-                print(f"{name}: {jobs[name]['median_s']:.2f} s/iteration, peak {jobs[name]['peak_mb']:.0f} MB", flush=True)
-        weights = os.path.join(tmp, "vnet.pt")
-        if args.ckpt:
-            eval_cfg, fit_loss = dict(cfg, n_filters=_vnet_weights_from(args.ckpt, weights)), None
-        else:
-            eval_cfg, fit_loss = cfg, _in_process(_fit_and_save, cfg, args.fit_iterations, weights)
-        loop = _in_process(eval_job, False, eval_cfg, weights)
-        fast_eval = _in_process(eval_job, True, eval_cfg, weights)
-        agreement = _dice(np.load(weights + ".loop.npy"), np.load(weights + ".fast.npy"))
-        data = _in_process(data_job, cfg)
-        for name, r in jobs.items():
-            out[f"{name}_iteration_s"] = r["median_s"]
-            out[f"{name}_iteration_times_s"] = r["times"]
-            out[f"{name}_peak_mb"] = r["peak_mb"]
-            out[f"{name}_first_loss"] = r["losses"][0]
-        out.update(
-            stlu_speedup_vs_fp32=jobs["stlu_fp32"]["median_s"] / jobs["stlu_fast"]["median_s"],
-            stlu_vs_supervised_step=jobs["stlu_fast"]["median_s"] / jobs["supervised_fast"]["median_s"],
-            stlu_fp32_vs_supervised_fp32=jobs["stlu_fp32"]["median_s"] / jobs["supervised_fp32"]["median_s"],
-            stlu_first_loss_abs_diff=abs(jobs["stlu_fp32"]["losses"][0] - jobs["stlu_fast"]["losses"][0]),
-            eval_loop_s=loop["seconds"], eval_fast_s=fast_eval["seconds"],
-            eval_speedup_vs_window_loop=loop["seconds"] / fast_eval["seconds"], eval_dice_agreement=agreement,
-            eval_foreground_voxels_loop=int((np.load(weights + ".loop.npy") == 1).sum()),
-            eval_loop_peak_mb=loop["peak_mb"], eval_fast_peak_mb=fast_eval["peak_mb"],
-            eval_dice_vs_label_loop=loop["dice_vs_label"], eval_dice_vs_label_fast=fast_eval["dice_vs_label"],
-            eval_volume_shape=loop["volume_shape"], eval_case=loop["case"],
-            eval_model=args.ckpt or f"V-Net fitted {args.fit_iterations} iterations", fit_last10_loss=fit_loss,
-            data_cache_fill_s=data["cache_fill_s"], data_per_iteration_s=data["data_per_iteration_s"],
-            data_to_compute_ratio=data["data_per_iteration_s"] / jobs["stlu_fast"]["median_s"],
-            data_cached_cases=data["cached_cases"],
-        )
-    tmp_json = args.json + ".tmp"
-    with open(tmp_json, "w") as f:
-        json.dump(out, f, indent=2)
-    os.replace(tmp_json, args.json)
-    _print_table(out)
+        if not args.eval_only:
+            out.update(_training_comparison(cfg, args.repeats))
+        out.update(_evaluation_comparison(cfg, args, tmp))
+        if not args.eval_only:
+            data = _in_process(data_job, cfg)
+            out.update(data_cache_fill_s=data["cache_fill_s"], data_per_iteration_s=data["data_per_iteration_s"],
+                       data_to_compute_ratio=data["data_per_iteration_s"] / out["stlu_fast_iteration_s"],
+                       data_cached_cases=data["cached_cases"])
     return out
 
 
 def _fit_and_save(cfg: dict, iterations: int, path: str) -> float:
     """Fit a V-Net briefly so that the evaluation compares the predictions of a model that segments something:
-    fast path, SGD lr 0.05, batches of 4 crops of ``fit_patch``, two in three centred on the label. Saves the
+    fast path, SGD lr 0.05, batches of 4 crops of ``fit_patch`` from ``fit_cases`` training cases, two in three
+    centred on the label. Saves the
     weights atomically; returns the mean loss of the last 10 iterations."""
     from ignite.engine import Events
     from monai.data import DataLoader, Dataset
@@ -303,7 +324,7 @@ def _fit_and_save(cfg: dict, iterations: int, path: str) -> float:
     from monai_stlu.networks import VNet
 
     torch.set_num_threads(cfg["threads"])
-    labeled_cases, _ = _cases(cfg)
+    labeled_cases, _ = _cases(cfg, cfg["fit_cases"])
     crops = _crops(labeled_cases, cfg["fit_patch"], 4 * iterations, seed=1, foreground=2 / 3)
     torch.manual_seed(0)
     net = VNet(n_filters=cfg["n_filters"]).to(cfg["device"])
