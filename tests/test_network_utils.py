@@ -60,3 +60,14 @@ def test_inferer_folds_for_mixed_precision_and_leaves_network_alone():
     assert err_folded < 0.02 and err_unfolded > 3 * err_folded, (err_folded, err_unfolded)
     assert any(isinstance(m, nn.BatchNorm3d) for m in net.modules())
     assert not net.training
+
+
+def test_inferer_unwraps_data_parallel():
+    torch.manual_seed(2)
+    net = VNet(n_filters=4)
+    _randomise_norms(net)
+    net.eval()
+    image = torch.randn(1, 1, 32, 32, 16)
+    inferer = StrideSlidingWindowInferer((32, 32, 16), (16, 16, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(inferer(image, nn.DataParallel(net).eval()), inferer(image, net), rtol=1e-5, atol=1e-6)

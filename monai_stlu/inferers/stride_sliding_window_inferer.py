@@ -86,6 +86,8 @@ class StrideSlidingWindowInferer(SlidingWindowInferer):
             and not isinstance(network, torch.jit.ScriptModule)
             and not network.training
         ):
+            if isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+                network = network.module  # inference needs no gradient synchronisation; DDP cannot be deep-copied
             network = fuse_conv_bn(network)
             if self.channels_last:
                 for p in network.parameters():
