@@ -21,7 +21,8 @@ def _source(x, fallback: str) -> str:
 
 
 class ValidateSegmentationd(MapTransform):
-    """Check a loaded case: finite image, label of the image's spatial shape with values in ``[0, num_classes)``.
+    """Check a loaded case: an image of ``spatial_dims`` spatial dimensions and ``in_channels`` channels (when given),
+    finite, and a label of the image's spatial shape with values in ``[0, num_classes)``.
 
     Put it right after loading in the deterministic (cached) part of a pipeline, so a bad case stops the run
     while the dataset is cached, with a message that names the file and the problem.
@@ -30,16 +31,28 @@ class ValidateSegmentationd(MapTransform):
         keys: ``(image_key, label_key)``; the label key may be absent from unlabeled cases.
         num_classes: number of classes (label values must be integers in ``[0, num_classes)``).
         allow_missing_keys: accept cases without a label.
+        spatial_dims: the number of spatial dimensions every image must have (channel-first), or None.
+        in_channels: the number of image channels the network takes, or None.
 
     Raises:
-        ValueError: on NaN/Inf in the image, an image/label shape mismatch, or label values outside the classes.
+        ValueError: on an image of other dimensions or channels (a 4-D time series sent to a 3-D network, say),
+            NaN/Inf in the image, an image/label shape mismatch, or label values outside the classes.
     """
 
-    def __init__(self, keys: KeysCollection = ("image", "label"), num_classes: int = 2, allow_missing_keys: bool = True):
+    def __init__(
+        self,
+        keys: KeysCollection = ("image", "label"),
+        num_classes: int = 2,
+        allow_missing_keys: bool = True,
+        spatial_dims: int | None = 3,
+        in_channels: int | None = None,
+    ):
         super().__init__(keys, allow_missing_keys)
         if len(self.keys) != 2:
             raise ValueError(f"keys must be (image_key, label_key), got {self.keys}.")
         self.num_classes = int(num_classes)
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
@@ -47,6 +60,16 @@ class ValidateSegmentationd(MapTransform):
         image = d[image_key]
         name = _source(image, str(image_key))
         arr = torch.as_tensor(image)
+        if self.spatial_dims is not None and arr.dim() != self.spatial_dims + 1:
+            raise ValueError(
+                f"{name}: an image of shape {list(arr.shape)} (channel first) has {arr.dim() - 1} spatial dimensions; "
+                f"this network takes {self.spatial_dims}-D images."
+            )
+        if self.in_channels is not None and arr.shape[0] != self.in_channels:
+            raise ValueError(
+                f"{name}: the image has {arr.shape[0]} channels (shape {list(arr.shape)}, channel first) and the network "
+                f"takes {self.in_channels}; a 4-D file (a time series or stacked sequences) needs one volume per file."
+            )
         if not torch.isfinite(arr).all():
             n_bad = int((~torch.isfinite(arr)).sum())
             raise ValueError(f"{name}: the image has {n_bad} NaN/Inf voxels.")

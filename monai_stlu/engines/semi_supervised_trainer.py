@@ -17,6 +17,7 @@ from monai.utils.enums import CommonKeys as Keys
 from torch.optim.optimizer import Optimizer
 
 from monai_stlu.engines.methods.base import SemiSupervisedMethod
+from monai_stlu.utils.flags import as_bool
 from monai_stlu.utils.fast_path import as_plain_tensor, autocast, autocast_dtype, to_channels_last
 
 if TYPE_CHECKING:
@@ -118,15 +119,15 @@ class SemiSupervisedTrainer(Trainer):
             key_metric=key_train_metric,
             additional_metrics=additional_metrics,
             metric_cmp_fn=metric_cmp_fn,
-            handlers=train_handlers,
-            amp=amp,
+            handlers=None,  # registered below, once the method is in place (handlers may ramp engine.method)
+            amp=as_bool(amp),
             event_names=event_names,
             event_to_attr=event_to_attr,
             decollate=decollate,
             to_kwargs=to_kwargs,
             amp_kwargs=amp_kwargs,
         )
-        self.channels_last = channels_last
+        self.channels_last = channels_last = as_bool(channels_last)
         if channels_last:
             network = network.to(memory_format=torch.channels_last_3d)
         self.network = network
@@ -139,6 +140,8 @@ class SemiSupervisedTrainer(Trainer):
         self.optim_set_to_none = optim_set_to_none
         self.amp_dtype = self.amp_kwargs.pop("dtype", None) or autocast_dtype(self.state.device)
         self.method.attach(self)
+        if train_handlers is not None:
+            self._register_handlers(train_handlers)
 
     def run(self) -> None:  # type: ignore[override]
         """Run training; a gradient scaler is used only for fp16 autocast on CUDA."""

@@ -6,3 +6,13 @@ from .resume_checkpoint_loader import ResumeCheckpointLoader, checkpoints_newest
 from .segmentation_metrics_saver import SegmentationMetricsSaver, write_csv_atomic
 from .utils import loss_terms
 from .ema_teacher_handler import EMATeacherHandler
+from .checkpoint_fit import (
+    CheckpointMismatchError,
+    check_checkpoint_fits,
+    check_run_matches,
+    check_state_dict_fits,
+    describe_module,
+    describe_state_dict,
+)
+from .run_info import RunInfo
+from .model_checkpoint_loader import ModelCheckpointLoader

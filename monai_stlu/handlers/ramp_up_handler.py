@@ -27,12 +27,17 @@ class RampUpHandler:
     The value is a function of the iteration only, so a resumed run continues on the same curve.
     STLU-Net's default is ``gamma(t) = 1.0 * exp(-5 (1 - min(t / 40, 1))^2)`` with ``t = iteration // 150``.
 
+    With ``target=None`` the handler ramps the trainer's own method (``engine.method``), and with
+    ``attribute=None`` the attribute that method names in its ``ramp_attribute`` (STLU-Net's ``gamma``, a
+    consistency weight, ...); a method without one (``ramp_attribute = None``, e.g. supervised-only) is left
+    alone. This is how the bundles write one ramp handler for every method.
+
     Reference:
         Laine S., Aila T., "Temporal Ensembling for Semi-Supervised Learning", ICLR 2017 (the sigmoid ramp).
 
     Args:
-        target: the object holding the weight, usually the trainer's method.
-        attribute: the attribute name to set, e.g. ``"gamma"``.
+        target: the object holding the weight; None for the method of the engine it is attached to.
+        attribute: the attribute name to set, e.g. ``"gamma"``; None for the target's ``ramp_attribute``.
         end_value: the value after the ramp (``gamma_max``).
         start_value: the value the ramp starts from.
         ramp_length: the ramp length ``T`` in steps.
@@ -46,32 +51,48 @@ class RampUpHandler:
 
     def __init__(
         self,
-        target: Any,
-        attribute: str = "gamma",
+        target: Any = None,
+        attribute: str | None = None,
         end_value: float = 1.0,
         start_value: float = 0.0,
         ramp_length: float = 40,
         iterations_per_step: int = 150,
     ) -> None:
-        if not isinstance(attribute, str):
-            raise TypeError(f"attribute must be a str, got {type(attribute).__name__}.")
-        if not hasattr(target, attribute):
-            raise AttributeError(f"{type(target).__name__} has no attribute {attribute!r} to ramp.")
+        if attribute is not None and not isinstance(attribute, str):
+            raise TypeError(f"attribute must be a str or None, got {type(attribute).__name__}.")
+        if target is not None:
+            self._check(target, attribute)
         if iterations_per_step < 1 or ramp_length < 0:
             raise ValueError("iterations_per_step must be >= 1 and ramp_length >= 0.")
         self.target = target
-        self.attribute = attribute
+        self.attribute: str | None = attribute
         self.end_value = float(end_value)
         self.start_value = float(start_value)
         self.ramp_length = ramp_length
         self.iterations_per_step = int(iterations_per_step)
 
+    @staticmethod
+    def _check(target: Any, attribute: str | None) -> None:
+        name = attribute if attribute is not None else getattr(target, "ramp_attribute", None)
+        if name is not None and not hasattr(target, name):
+            raise AttributeError(f"{type(target).__name__} has no attribute {name!r} to ramp.")
+
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.ITERATION_STARTED, self)
+        """Resolve the target (``engine.method`` when None) and ramp its attribute at every iteration start."""
+        if self.target is None:
+            if not hasattr(engine, "method"):
+                raise AttributeError("RampUpHandler(target=None) ramps engine.method, and this engine has none.")
+            self.target = engine.method
+            self._check(self.target, self.attribute)
+        if self.attribute is None:
+            self.attribute = getattr(self.target, "ramp_attribute", None)
+        if self.attribute is not None:
+            engine.add_event_handler(Events.ITERATION_STARTED, self)
 
     def value(self, iteration: int) -> float:
         """The value for the 0-based ``iteration``."""
         return ramp_value(iteration, self.end_value, self.start_value, self.ramp_length, self.iterations_per_step)
 
     def __call__(self, engine: Engine) -> None:
-        setattr(self.target, self.attribute, self.value(engine.state.iteration - 1))
+        if self.attribute is not None:
+            setattr(self.target, self.attribute, self.value(engine.state.iteration - 1))

@@ -13,6 +13,9 @@ import torch
 from monai.handlers import CheckpointLoader
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_stlu.handlers.checkpoint_fit import check_checkpoint_fits
+from monai_stlu.utils.flags import as_bool
+
 Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
 __all__ = ["ResumeCheckpointLoader", "checkpoints_newest_first", "latest_checkpoint"]
@@ -38,6 +41,10 @@ class ResumeCheckpointLoader(CheckpointLoader):
     """``CheckpointLoader`` that picks the newest periodic checkpoint of ``ckpt_dir`` when the run starts, and does
     nothing (a fresh run) when there is none or ``enabled`` is False. Loading uses ``torch.load(weights_only=True)``.
 
+    Before loading, the checkpoint is checked against ``load_dict`` (:py:func:`monai_stlu.handlers.check_checkpoint_fits`):
+    one written by another method, network or bundle stops the run with one sentence naming the file, what wrote it and
+    the ways out, instead of a state-dict key dump.
+
     Pair it with an :py:class:`AtomicCheckpointSaver` that saves ``{"network", "optimizer", "trainer", ...}`` every
     epoch (``save_interval=1``, ``n_saved=2``, so a complete older file exists while the newest is written).
 
@@ -61,8 +68,9 @@ class ResumeCheckpointLoader(CheckpointLoader):
     ) -> None:
         super().__init__(load_path=os.path.join(ckpt_dir, pattern), load_dict=load_dict, name=name, map_location=map_location)
         self.ckpt_dir = ckpt_dir
+        self.all_load_dict = dict(self.load_dict)  # wrappers (DDP) already looked through by CheckpointLoader
         self.pattern = pattern
-        self.enabled = enabled
+        self.enabled = as_bool(enabled)  # --resume false arrives as a string
 
     def __call__(self, engine: Engine) -> None:
         """Load the newest checkpoint that reads back; an unreadable newer one (say, cut short by a crash while it
@@ -70,6 +78,7 @@ class ResumeCheckpointLoader(CheckpointLoader):
 
         Raises:
             RuntimeError: when checkpoints exist but none of them can be read.
+            monai_stlu.handlers.CheckpointMismatchError: when the newest readable one does not fit this run.
         """
         logger = logging.getLogger(self._name or __name__)
         files = checkpoints_newest_first(self.ckpt_dir, self.pattern) if self.enabled else []
@@ -80,12 +89,15 @@ class ResumeCheckpointLoader(CheckpointLoader):
         problems = []
         for path in files:
             try:
-                torch.load(path, map_location="cpu", weights_only=True)
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
             except Exception as e:  # a truncated or foreign file: any unpickling error
                 reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
                 problems.append(f"{path}: {reason}")
                 logger.warning(f"cannot read checkpoint {path} ({reason}); trying an older one.")
                 continue
+            check_checkpoint_fits(self.all_load_dict, checkpoint, path)
+            # a record written by a newer version of the saver may be absent from an older checkpoint
+            self.load_dict = {k: v for k, v in self.all_load_dict.items() if k in checkpoint or k != "run_info"}
             self.load_path = path
             super().__call__(engine)
             engine.logger.info(f"resumed from {path} at iteration {engine.state.iteration}.")

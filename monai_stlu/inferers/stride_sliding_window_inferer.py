@@ -12,6 +12,7 @@ from monai.inferers import SlidingWindowInferer
 from torch import nn
 
 from monai_stlu.networks.utils import fuse_conv_bn
+from monai_stlu.utils.flags import as_bool
 from monai_stlu.utils.fast_path import as_plain_tensor, autocast, to_channels_last
 
 __all__ = ["StrideSlidingWindowInferer", "stride_to_overlap"]
@@ -70,14 +71,16 @@ class StrideSlidingWindowInferer(SlidingWindowInferer):
         fuse_bn: bool = True,
         **kwargs: Any,
     ) -> None:
+        if "progress" in kwargs:
+            kwargs["progress"] = as_bool(kwargs["progress"])
         super().__init__(
             roi_size=roi_size, sw_batch_size=sw_batch_size, overlap=stride_to_overlap(roi_size, stride), **kwargs
         )
         self.stride = [int(s) for s in stride]
-        self.softmax = softmax
-        self.use_amp = amp
-        self.channels_last = channels_last
-        self.fuse_bn = fuse_bn
+        self.softmax = as_bool(softmax)
+        self.use_amp = as_bool(amp)
+        self.channels_last = as_bool(channels_last)
+        self.fuse_bn = as_bool(fuse_bn)
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
         if (

@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["fuse_conv_bn"]
+__all__ = ["fuse_conv_bn", "size_divisor", "check_patch_size"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -43,3 +44,41 @@ def fuse_conv_bn(network: nn.Module) -> nn.Module:
                 module[i] = fuse_conv_bn_eval(conv, norm, transpose=isinstance(conv, nn.modules.conv._ConvTransposeNd))
                 module[i + 1] = nn.Identity()
     return folded
+
+
+def size_divisor(network: nn.Module) -> int:
+    """The number every spatial input size of ``network`` must be a multiple of: the ``size_divisor`` attribute of
+    the network or, for a wrapper (``STLUNet``, ``MCNetPlus``, DDP), of the first sub-module that has one; 1 if none
+    declares it."""
+    for module in network.modules():
+        divisor = getattr(module, "size_divisor", None)
+        if isinstance(divisor, int):
+            return divisor
+    return 1
+
+
+def check_patch_size(patch_size: Sequence[int], network: nn.Module, name: str = "patch_size") -> list[int]:
+    """Check, before any work starts, that a window/crop size suits ``network`` (V-Net: multiples of 16).
+
+    Args:
+        patch_size: the spatial size, e.g. ``[112, 112, 80]``.
+        network: the network that will see windows of that size.
+        name: the config key, named in the message.
+
+    Returns:
+        the size as a list of ints.
+
+    Raises:
+        ValueError: naming the key, the size, the divisor and the nearest valid sizes.
+    """
+    size = [int(s) for s in patch_size]
+    divisor = size_divisor(network)
+    bad = [s for s in size if s < divisor or s % divisor]
+    if bad:
+        below = [max(divisor, s // divisor * divisor) for s in size]
+        above = [-(-s // divisor) * divisor for s in size]
+        raise ValueError(
+            f"{name} {size} does not suit {type(network).__name__}: every size must be a positive multiple of "
+            f"{divisor} (e.g. {below} or {above})."
+        )
+    return size

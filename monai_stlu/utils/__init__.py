@@ -3,3 +3,4 @@ from __future__ import annotations
 from .fast_path import as_plain_tensor, autocast, autocast_dtype, cpu_supports_bf16, to_channels_last
 from .ramps import ramp_value, sigmoid_rampup
 from .bundle import bundle_root
+from .flags import as_bool

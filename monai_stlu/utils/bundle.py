@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import ast
-import inspect
 import os
 import sys
 
@@ -42,23 +41,11 @@ def _config_files_from_argv(argv: list[str]) -> list[str]:
 def bundle_root() -> str:
     """The absolute root folder of the bundle being run (the parent of its ``configs`` folder).
 
-    Looked up, in order, from the ``ConfigWorkflow`` that is evaluating the config (``monai.bundle run``), then from
-    the ``--config_file``/``--meta_file`` command-line argument (``ckpt_export``, ``verify_net_in_out``, ...), and
-    only then the current directory. Configs use it as ``"bundle_root": "$monai_stlu.utils.bundle_root()"``; tools
-    that pass ``bundle_root`` explicitly (MONAI Label, ``--bundle_root``) override it.
+    Taken from the first ``--config_file`` (or ``--meta_file``) argument of the command line, so
+    ``python -m monai.bundle run ...``, ``ckpt_export`` and ``verify_net_in_out`` find the bundle from any working
+    directory; without one (the Python API), the current directory. Configs use it as
+    ``"bundle_root": "$monai_stlu.utils.bundle_root()"``; whoever passes ``bundle_root`` explicitly
+    (``--bundle_root``, MONAI Label, ``ConfigWorkflow(..., bundle_root=...)``) overrides it.
     """
-    frame = inspect.currentframe()
-    try:
-        while frame is not None:
-            owner = frame.f_locals.get("self")
-            # read the instance dict: workflows answer unknown attributes through a raising __getattr__
-            root = vars(owner).get("config_root_path") if hasattr(owner, "__dict__") else None
-            if root is not None and type(owner).__name__ == "ConfigWorkflow":
-                return _root_from_config_path(os.path.join(str(root), "x.json"))
-            frame = frame.f_back
-    finally:
-        del frame
     files = _config_files_from_argv(sys.argv)
-    if files:
-        return _root_from_config_path(files[0])
-    return os.getcwd()
+    return _root_from_config_path(files[0]) if files else os.getcwd()

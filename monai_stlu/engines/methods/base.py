@@ -26,9 +26,12 @@ class SemiSupervisedMethod(nn.Module):
 
     Attributes:
         uses_unlabeled: whether the trainer must draw an unlabeled batch every iteration.
+        ramp_attribute: the name of the weight a :py:class:`monai_stlu.handlers.RampUpHandler` without an explicit
+            attribute ramps up (STLU-Net's ``gamma``, a consistency weight), or None when the method has none.
     """
 
     uses_unlabeled: bool = True
+    ramp_attribute: str | None = None
 
     def attach(self, engine: SemiSupervisedTrainer) -> None:
         """Called once by the trainer's constructor; the default does nothing."""

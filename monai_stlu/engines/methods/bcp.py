@@ -118,9 +118,11 @@ class BCPMethod(SemiSupervisedMethod):
         la, lb = self._halves(image_labeled)
         ya, yb = self._halves(label)
         if self.iteration < self.pretrain_iterations:
-            out = network(la * mask + lb * (1 - mask))
+            mixed = la * mask + lb * (1 - mask)
+            out = network(mixed)
             loss = region_loss(out, ya, yb, mask, 1.0, 1.0)
-            return {"pred": out, "loss": loss, "sup": self.term(loss), "unsup": 0.0, "stage": 0.0}
+            target = ya * mask + yb * (1 - mask)
+            return {"image": mixed, "pred": out, "label": target, "loss": loss, "sup": self.term(loss), "unsup": 0.0, "stage": 0.0}
         if image_unlabeled is None or self.teacher is None:
             raise ValueError("BCPMethod needs an unlabeled batch and must be attached to a trainer.")
         ua, ub = self._halves(image_unlabeled)
@@ -134,4 +136,7 @@ class BCPMethod(SemiSupervisedMethod):
         loss_1 = region_loss(o1, ya, pa, mask, 1.0, self.u_weight)
         loss_2 = region_loss(o2, pb, yb, mask, self.u_weight, 1.0)
         loss = loss_1 + loss_2
-        return {"pred": o1, "loss": loss, "sup": self.term(loss_1), "unsup": self.term(loss_2), "stage": 1.0}
+        target = ya * mask + pa * (1 - mask)  # what o1 is trained towards (label outside, pseudo-label inside)
+        return {
+            "image": x1, "pred": o1, "label": target, "loss": loss, "sup": self.term(loss_1), "unsup": self.term(loss_2), "stage": 1.0
+        }

@@ -40,6 +40,8 @@ class CPSMethod(SemiSupervisedMethod):
         seed_b: initialisation seed of network B.
     """
 
+    ramp_attribute = "consistency_weight"
+
     def __init__(
         self,
         sup_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,

@@ -37,6 +37,8 @@ class MCNetPlusMethod(SemiSupervisedMethod):
         detach_targets: stop gradients through the sharpened targets.
     """
 
+    ramp_attribute = "consistency_weight"
+
     def __init__(
         self,
         sup_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,

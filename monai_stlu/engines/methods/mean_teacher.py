@@ -42,6 +42,8 @@ class MeanTeacherMethod(SemiSupervisedMethod):
         noise_clip: teacher input noise clipping bound.
     """
 
+    ramp_attribute = "consistency_weight"
+
     def __init__(
         self,
         sup_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,

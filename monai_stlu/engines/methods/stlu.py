@@ -34,6 +34,8 @@ class STLUMethod(SemiSupervisedMethod):
         gamma: the initial weight of the unsupervised loss.
     """
 
+    ramp_attribute = "gamma"
+
     def __init__(
         self,
         sup_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,

@@ -5,11 +5,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from monai_stlu.engines.methods.mean_teacher import MeanTeacherMethod
+from monai_stlu.handlers.ramp_up_handler import RampUpHandler
+
+if TYPE_CHECKING:
+    from monai_stlu.engines.semi_supervised_trainer import SemiSupervisedTrainer
 
 __all__ = ["UAMTMethod"]
 
@@ -21,8 +25,10 @@ class UAMTMethod(MeanTeacherMethod):
 
         consistency = sum(mask * (p_s - p_t)^2) / (C sum(mask) + 1e-16)   (C = 2 classes in the reference)
 
-    ``threshold`` rises from ``0.75 ln 2`` to ``ln 2`` over training by the sigmoid ramp of the raw iteration (set by
-    a :py:class:`monai_stlu.handlers.RampUpHandler` in the bundles). The network needs dropout (``VNet(dropout=True)``).
+    ``threshold`` rises from ``threshold`` (``0.75 ln 2``) to ``threshold_end`` (``ln 2``) by the sigmoid ramp of the
+    raw iteration over ``threshold_ramp_iterations`` (the whole budget in the reference); the method registers that
+    :py:class:`monai_stlu.handlers.RampUpHandler` itself when attached, so the bundles' one ramp handler serves the
+    consistency weight. The network needs dropout (``VNet(dropout=True)``).
 
     Reference:
         Yu L. et al., "Uncertainty-aware Self-ensembling Model for Semi-supervised 3D Left Atrium Segmentation",
@@ -30,16 +36,37 @@ class UAMTMethod(MeanTeacherMethod):
 
     Args:
         passes: stochastic teacher passes for the uncertainty.
-        threshold: initial uncertainty threshold (the ramp handler overwrites it).
+        threshold: the uncertainty threshold at the start of training.
+        threshold_end: the threshold at the end of its ramp.
+        threshold_ramp_iterations: iterations of the threshold's ramp (the training budget in the reference);
+            None keeps ``threshold`` fixed.
         kwargs: :py:class:`MeanTeacherMethod` arguments.
     """
 
-    def __init__(self, passes: int = 8, threshold: float = 0.75 * math.log(2.0), **kwargs: Any) -> None:
+    def __init__(
+        self,
+        passes: int = 8,
+        threshold: float = 0.75 * math.log(2.0),
+        threshold_end: float = math.log(2.0),
+        threshold_ramp_iterations: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if passes < 1:
             raise ValueError(f"passes must be >= 1, got {passes}.")
         self.passes = int(passes)
         self.threshold = float(threshold)
+        self.threshold_start = float(threshold)
+        self.threshold_end = float(threshold_end)
+        self.threshold_ramp_iterations = threshold_ramp_iterations
+
+    def attach(self, engine: SemiSupervisedTrainer) -> None:
+        """The Mean Teacher set-up, plus the threshold's ramp when ``threshold_ramp_iterations`` is given."""
+        super().attach(engine)
+        if self.threshold_ramp_iterations is not None:
+            RampUpHandler(
+                self, "threshold", self.threshold_end, self.threshold_start, self.threshold_ramp_iterations, 1
+            ).attach(engine)
 
     def uncertainty(self, image_unlabeled: torch.Tensor) -> torch.Tensor:
         """Entropy of the mean teacher softmax over ``passes`` noisy, dropout-on passes, shape (B, 1, *spatial)."""

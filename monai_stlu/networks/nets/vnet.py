@@ -149,6 +149,8 @@ class VNet(nn.Module):
     """
 
     stage_convs = (1, 2, 3, 3, 3)
+    #: every spatial size of an input must be a multiple of this (four stride-2 downsamplings)
+    size_divisor = 2 ** (len(stage_convs) - 1)
 
     def __init__(
         self,
