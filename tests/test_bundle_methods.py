@@ -27,7 +27,7 @@ def test_method_trains_evaluates_exports(method, tmp_path):
     common = [
         "--dataset_dir", str(la), "--train_list", "subset_train.list", "--test_list", "subset_test.list",
         "--bundle_root", str(tmp_path), "--num_val", "1", "--max_iterations", "4", "--val_interval", "2",
-        "--bcp_pretrain_iterations", "2", "--uncertainty_passes", "2",
+        "--bcp_pretrain_iterations", "2", "--uncertainty_passes", "2", "--progress", "false",
     ]
     files = ["train.json", "quick.json", f"methods/{method}.json"]
     proc = run_bundle("run", "training", "--config_file", config_list("stlu_la", *files), *common, "--log_interval", "1")
@@ -36,7 +36,10 @@ def test_method_trains_evaluates_exports(method, tmp_path):
     assert len(losses) == 4 and all(math.isfinite(v) for v in losses), log[-2000:]
     if method == "bcp":
         assert "stage: 0.0000" in log and "stage: 1.0000" in log  # both BCP stages ran
-    ckpt = torch.load(next((tmp_path / "models").glob("checkpoint_*.pt")), weights_only=True)
+    sub = "" if method == "stlu" else method  # each baseline in its own folder; STLU-Net is the bundle's own model
+    models, evals = tmp_path / "models" / sub, tmp_path / "eval" / sub
+    ckpt = torch.load(next(models.glob("checkpoint_*.pt")), weights_only=True)
+    assert ckpt["run_info"]["method"].lower().replace("_", "").startswith(method.replace("_", "")[:4])
     if method in ("mean_teacher", "ua_mt", "bcp"):
         assert any(k.startswith("teacher.") for k in ckpt["method"])
     if method == "cps":
@@ -44,12 +47,12 @@ def test_method_trains_evaluates_exports(method, tmp_path):
 
     run_bundle("run", "--config_file", config_list("stlu_la", "train.json", "quick.json", f"methods/{method}.json",
                                                     "evaluate.json"), *common, "--num_eval_cases", "1")
-    with open(tmp_path / "eval" / "metrics.csv") as f:
+    with open(evals / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 and math.isfinite(float(rows[0]["dice"]))
 
     ts = tmp_path / "model.ts"
-    run_bundle("ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(tmp_path / "models" / "model.pt"),
+    run_bundle("ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(models / "model.pt"),
                "--meta_file", str(CONFIGS / "metadata.json"),
                "--config_file", config_list("stlu_la", "inference.json", f"methods/{method}.json"), "--n_filters", "8")
     out = torch.jit.load(str(ts))(torch.randn(1, 1, 32, 32, 32))
