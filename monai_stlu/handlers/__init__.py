@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from .atomic_checkpoint_saver import AtomicCheckpointSaver
+from .atomic_checkpoint_saver import PARTIAL_SUFFIX, AtomicCheckpointSaver, remove_partial_files
 from .ramp_up_handler import RampUpHandler
 from .resume_checkpoint_loader import ResumeCheckpointLoader, checkpoints_newest_first, latest_checkpoint
 from .segmentation_metrics_saver import SegmentationMetricsSaver, write_csv_atomic

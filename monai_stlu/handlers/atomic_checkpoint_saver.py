@@ -4,7 +4,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import glob
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from monai.handlers import CheckpointSaver
@@ -12,7 +16,21 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 
-__all__ = ["AtomicCheckpointSaver"]
+__all__ = ["AtomicCheckpointSaver", "remove_partial_files", "PARTIAL_SUFFIX"]
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def remove_partial_files(folder: str) -> list[str]:
+    """Delete the ``.<name>.partial`` files an :py:class:`AtomicCheckpointSaver` left in ``folder`` when its process
+    was killed mid-write (never a complete file: those are renamed into place). Returns the removed paths."""
+    removed = []
+    for path in glob.glob(os.path.join(folder, f".*{PARTIAL_SUFFIX}")):
+        os.remove(path)
+        removed.append(path)
+    if removed:
+        logging.getLogger(__name__).warning(f"removed {len(removed)} half-written file(s) of a killed run: {removed}")
+    return removed
 
 
 class _FixedNameAtomicSaver(DiskSaver):  # type: ignore[misc,valid-type]
@@ -24,6 +42,20 @@ class _FixedNameAtomicSaver(DiskSaver):  # type: ignore[misc,valid-type]
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
         super().__call__(checkpoint, self.filename or filename, metadata)
+
+    def _save_func(self, checkpoint: Mapping, path: Path, func: Callable) -> None:
+        """Write ``.<name>.partial`` beside the target, then rename it into place: a process killed while writing
+        leaves the previous file intact and only a ``.partial`` file, which :py:func:`remove_partial_files`
+        (called when a run resumes) deletes."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+        try:
+            func(checkpoint, str(tmp), **self.kwargs)
+            os.replace(tmp, path)
+        except BaseException:
+            if tmp.exists():
+                tmp.unlink()
+            raise
 
     def remove(self, filename: str) -> None:
         super().remove(self.filename or filename)

@@ -13,6 +13,7 @@ import torch
 from monai.handlers import CheckpointLoader
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_stlu.handlers.atomic_checkpoint_saver import remove_partial_files
 from monai_stlu.handlers.checkpoint_fit import check_checkpoint_fits
 from monai_stlu.utils.flags import as_bool
 
@@ -81,6 +82,8 @@ class ResumeCheckpointLoader(CheckpointLoader):
             monai_stlu.handlers.CheckpointMismatchError: when the newest readable one does not fit this run.
         """
         logger = logging.getLogger(self._name or __name__)
+        if os.path.isdir(self.ckpt_dir):
+            remove_partial_files(self.ckpt_dir)
         files = checkpoints_newest_first(self.ckpt_dir, self.pattern) if self.enabled else []
         if not files:
             if self.enabled:
