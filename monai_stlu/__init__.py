@@ -6,4 +6,4 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import data, engines, handlers, inferers, losses, metrics, networks, utils
+from . import data, engines, handlers, inferers, losses, metrics, networks, optimizers, utils

@@ -165,3 +165,16 @@ def test_low_precision_statistics_do_not_overflow_and_track_float64():
         (got,) = torch.autograd.grad(out, xl, g.to(dtype))
         assert got.dtype == dtype
         torch.testing.assert_close(got.double(), want, rtol=0, atol=0.05 * float(want.abs().max()))
+
+
+@pytest.mark.parametrize("channels", [32, 128])  # the Gram path and the element-wise path (> 64 channels)
+def test_float16_constant_features_of_magnitude_300_stay_finite(channels):
+    """300 * 300 overflows float16 (65504) in the product itself, before any sum: widen first on both paths."""
+    x = torch.full((2, channels, 4, 4, 4), 300.0, dtype=torch.float16)
+    x[1, : channels // 2] = -300.0  # half the channels anti-aligned: cos -1 -> w 0; the others cos 1 -> w 1
+    w = FeatureMix().mixing_weight(x[:1], x[1:])
+    assert torch.isfinite(w).all()
+    want = torch.cat([torch.zeros(channels // 2), torch.ones(channels - channels // 2)])
+    torch.testing.assert_close(w[0].float(), want, rtol=0, atol=1e-3)
+    out = FeatureMix().mix_batch(x.requires_grad_(), 1)
+    assert torch.isfinite(out).all()

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from monai.data import DataLoader, Dataset
 
 from conftest import sphere_cases
@@ -21,6 +21,7 @@ from monai_stlu.engines import (
     UAMTMethod,
 )
 from monai_stlu.engines.methods import clipped_noise, context_mask, region_loss, sharpen
+from monai_stlu.engines.methods.bcp import dice_ce_loss
 from monai_stlu.handlers import EMATeacherHandler, RampUpHandler
 from monai_stlu.networks import MCNetPlus, VNet
 
@@ -201,24 +202,47 @@ def test_context_mask_cube():
         context_mask((8, 8, 8), 0.0)
 
 
-def test_region_loss_matches_formula():
+def bcp_mask_dice64(p, y, m, smooth=1e-5):
+    """BCP's mask_DiceLoss in float64: per sample and class (background included), not squared, mean."""
+    n, c = p.shape[:2]
+    inter = (p * y * m).reshape(n, c, -1).sum(2)
+    union = ((p + y) * m).reshape(n, c, -1).sum(2)
+    return 1 - ((2 * inter + smooth) / (union + smooth)).mean()
+
+
+def test_region_loss_matches_bcp_formula():
     rng = np.random.default_rng(5)
-    logits = rng.normal(size=(1, 2, 6, 5, 4))
-    t_out, t_in = rng.integers(0, 2, (1, 1, 6, 5, 4)), rng.integers(0, 2, (1, 1, 6, 5, 4))
+    logits = rng.normal(size=(2, 2, 6, 5, 4))
+    t_out, t_in = rng.integers(0, 2, (2, 1, 6, 5, 4)), rng.integers(0, 2, (2, 1, 6, 5, 4))
     mask = np.ones((1, 1, 6, 5, 4))
     mask[..., 1:5, 1:4, 1:3] = 0
-    got = region_loss(torch.tensor(logits), torch.tensor(t_out), torch.tensor(t_in), torch.tensor(mask), 1.0, 0.5)
+    args = (torch.tensor(logits), torch.tensor(t_out), torch.tensor(t_in), torch.tensor(mask))
     ls = log_softmax64(logits)
     p = np.exp(ls)
     total = 0.0
     for t, r, w in ((t_out, mask, 1.0), (t_in, 1 - mask, 0.5)):
         y = np.eye(2)[t[:, 0]].transpose(0, 4, 1, 2, 3)
-        m = r * w
-        dice = np.mean([1 - (2 * (p[:, c] * y[:, c] * m[:, 0]).sum() + 1e-5)
-                        / ((p[:, c] ** 2 * m[:, 0]).sum() + (y[:, c] * m[:, 0]).sum() + 1e-5) for c in range(2)])
+        r = np.broadcast_to(r, (2, 1, 6, 5, 4))
         ce = -(ls * y).sum(1)
-        total += dice + w * (ce * r[:, 0]).sum() / r.sum()
+        total += w * bcp_mask_dice64(p, y, r) + w * (ce * r[:, 0]).sum() / r.sum()
+    got = region_loss(*args, 1.0, 0.5)
     assert float(got) == pytest.approx(total / 2, rel=1e-6)
+    # the region weight scales the region's whole Dice loss: it does not cancel inside the ratio
+    diff = float(region_loss(*args, 1.0, 1.0)) - float(got)
+    y_in = np.eye(2)[t_in[:, 0]].transpose(0, 4, 1, 2, 3)
+    ce_in = (-(ls * y_in).sum(1) * (1 - mask[:, 0])).sum() / np.broadcast_to(1 - mask, (2, 1, 6, 5, 4)).sum()
+    want = 0.5 * (bcp_mask_dice64(p, y_in, np.broadcast_to(1 - mask, (2, 1, 6, 5, 4))) + ce_in) / 2
+    assert diff == pytest.approx(want, rel=1e-6) and diff > 0.01
+
+
+def test_bcp_pretraining_loss_is_half_ce_plus_dice_of_the_mixed_label():
+    rng = np.random.default_rng(7)
+    logits = rng.normal(size=(1, 2, 6, 5, 4))
+    target = rng.integers(0, 2, (1, 1, 6, 5, 4))
+    ls = log_softmax64(logits)
+    y = np.eye(2)[target[:, 0]].transpose(0, 4, 1, 2, 3)
+    want = (-(ls * y).sum(1).mean() + bcp_mask_dice64(np.exp(ls), y, np.ones_like(y[:, :1]))) / 2
+    assert float(dice_ce_loss(torch.tensor(logits), torch.tensor(target))) == pytest.approx(want, rel=1e-6)
 
 
 class Recorder(torch.nn.Module):
@@ -236,18 +260,21 @@ class Recorder(torch.nn.Module):
 
 def test_bcp_copy_paste_both_ways():
     torch.manual_seed(0)
-    method = BCPMethod(pretrain_iterations=0)
+    method = BCPMethod(pretrain_iterations=0, largest_component=False)
     method.teacher = VNet(n_filters=2).eval()
     net = Recorder()
     xl, xu = torch.randn(2, 1, 32, 32, 16), torch.randn(2, 1, 32, 32, 16)
     y = (torch.rand(2, 1, 32, 32, 16) > 0.5).long()
     torch.manual_seed(11)
-    method(net, xl, y, xu)
+    out = method(net, xl, y, xu)
     torch.manual_seed(11)
     m = context_mask((32, 32, 16))
-    mixed = net.inputs[-1]
-    torch.testing.assert_close(mixed[:1], xl[:1] * m + xu[:1] * (1 - m))  # labeled outside, unlabeled cube
-    torch.testing.assert_close(mixed[1:], xu[1:] * m + xl[1:] * (1 - m))  # unlabeled outside, labeled cube
+    x1, x2 = net.inputs[-2], net.inputs[-1]  # two separate passes, as the reference
+    torch.testing.assert_close(x1, xl[:1] * m + xu[:1] * (1 - m))  # labeled outside, unlabeled cube
+    torch.testing.assert_close(x2, xu[1:] * m + xl[1:] * (1 - m))  # unlabeled outside, labeled cube
+    with torch.no_grad():
+        pseudo = (torch.softmax(method.teacher(xu[:1]), 1)[:, 1:] >= 0.5).long()
+    torch.testing.assert_close(out["label"], y[:1] * m + pseudo * (1 - m))
     pre = BCPMethod(pretrain_iterations=5)
     torch.manual_seed(11)
     out = pre(net, xl, y, xu)
@@ -255,15 +282,42 @@ def test_bcp_copy_paste_both_ways():
     assert out["stage"] == 0.0
 
 
-def test_bcp_teacher_starts_from_student_after_pretraining():
+def test_bcp_pseudo_label_keeps_the_largest_component():
+    logits = torch.zeros((1, 2, 12, 12, 12))
+    logits[0, 1] = -4.0
+    logits[0, 1, 1:3, 1:3, 1:3] = 4.0  # 8 voxels
+    logits[0, 1, 6:10, 6:10, 6:10] = 4.0  # 64 voxels
+    logits[0, 1, 10, 10, 10] = 4.0  # touches the big one only diagonally: joined (26-connectivity)
+    pl = BCPMethod().pseudo_label(logits)
+    assert pl.shape == (1, 1, 12, 12, 12) and int(pl.sum()) == 65 and int(pl[0, 0, 1, 1, 1]) == 0
+    assert int(BCPMethod(largest_component=False).pseudo_label(logits).sum()) == 73
+    assert int(BCPMethod().pseudo_label(torch.zeros(1, 2, 4, 4, 4) - torch.tensor([0.0, 1.0]).view(1, 2, 1, 1, 1)).sum()) == 0
+
+
+def test_bcp_self_training_starts_from_the_best_pretraining_model(tmp_path):
+    torch.manual_seed(3)
+    best = VNet(n_filters=2).state_dict()
+    torch.save(best, tmp_path / "model.pt")
     net = VNet(n_filters=2)
-    method = BCPMethod(pretrain_iterations=1)
+    method = BCPMethod(pretrain_iterations=1, best_model_path=str(tmp_path / "model.pt"))
     trainer = tiny_trainer(method, net, iterations=2)
+    trainer.optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    seen = {}
+
+    @trainer.on(Events.ITERATION_STARTED)
+    def record(engine):
+        if engine.state.iteration == 2:  # after the method switched to self-training
+            seen["student"] = {k: v.clone() for k, v in net.state_dict().items()}
+            seen["momentum"] = len(engine.optimizer.state)
+
     trainer.run()
-    assert method.iteration == 1
-    # the teacher was set to the student at iteration 1, then moved with alpha = 0 (a copy) after it
-    for t, s in zip(method.teacher.parameters(), net.parameters()):
-        torch.testing.assert_close(t, s)
+    assert method.iteration == 1 and seen["momentum"] == 0  # a fresh optimizer: no momentum carried over
+    for k, v in best.items():
+        torch.testing.assert_close(seen["student"][k], v)  # the student started from the best pre-training model
+    start = dict(zip(dict(net.named_parameters()), [seen["student"][k] for k, _ in net.named_parameters()]))
+    for (name, t), s in zip(method.teacher.named_parameters(), net.parameters()):
+        # teacher = that model, then one EMA step with the fixed decay 0.99 (no warm-up)
+        torch.testing.assert_close(t, 0.99 * start[name] + 0.01 * s.detach(), rtol=1e-5, atol=1e-6)
 
 
 def test_supervised_needs_no_unlabeled_loader():

@@ -17,7 +17,8 @@ __all__ = ["EMATeacherHandler"]
 class EMATeacherHandler:
     """After each iteration, ``theta'_t = alpha theta'_{t-1} + (1 - alpha) theta_t`` for every parameter, with
     ``alpha = min(1 - 1 / (step + 1), decay)`` and ``step`` the 0-based iteration (so the first update copies the
-    student). Buffers (BatchNorm statistics) are the teacher's own, as in the reference code.
+    student; Mean Teacher, UA-MT), or ``alpha = decay`` throughout with ``warmup=False`` (BCP). Buffers (BatchNorm
+    statistics) are the teacher's own, as in the reference code.
 
     Reference:
         Tarvainen A., Valpola H., "Mean teachers are better role models", NeurIPS 2017.
@@ -28,13 +29,16 @@ class EMATeacherHandler:
         decay: the largest ``alpha``.
         start_iteration: 0-based iteration from which updates happen (BCP starts after its pre-training);
             ``step`` counts from there.
+        warmup: use ``min(1 - 1/(step + 1), decay)``; False for a fixed ``decay``.
 
     Raises:
         TypeError: when teacher or student is not an ``nn.Module``.
         ValueError: when ``decay`` is not in [0, 1] or the two networks' parameters differ in shape.
     """
 
-    def __init__(self, teacher: nn.Module, student: nn.Module, decay: float = 0.99, start_iteration: int = 0) -> None:
+    def __init__(
+        self, teacher: nn.Module, student: nn.Module, decay: float = 0.99, start_iteration: int = 0, warmup: bool = True
+    ) -> None:
         if not isinstance(teacher, nn.Module) or not isinstance(student, nn.Module):
             raise TypeError("teacher and student must be torch.nn.Module instances.")
         if not 0.0 <= decay <= 1.0:
@@ -47,12 +51,13 @@ class EMATeacherHandler:
         self.student = student
         self.decay = float(decay)
         self.start_iteration = int(start_iteration)
+        self.warmup = bool(warmup)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     def alpha(self, step: int) -> float:
-        return min(1.0 - 1.0 / (step + 1), self.decay)
+        return min(1.0 - 1.0 / (step + 1), self.decay) if self.warmup else self.decay
 
     @torch.no_grad()
     def update(self, step: int) -> None:

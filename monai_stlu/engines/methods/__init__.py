@@ -8,4 +8,4 @@ from .mean_teacher import MeanTeacherMethod
 from .stlu import STLUMethod
 from .supervised import SupervisedMethod
 from .ua_mt import UAMTMethod
-from .utils import clipped_noise, context_mask, frozen_copy, reinitialize, sharpen
+from .utils import clipped_noise, context_mask, frozen_copy, init_weights, largest_component, reinitialize, sharpen

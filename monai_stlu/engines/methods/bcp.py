@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -12,15 +14,23 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 
 from monai_stlu.engines.methods.base import SemiSupervisedMethod
-from monai_stlu.engines.methods.utils import context_mask, frozen_copy
+from monai_stlu.engines.methods.utils import context_mask, frozen_copy, largest_component
 from monai_stlu.handlers.ema_teacher_handler import EMATeacherHandler
+from monai_stlu.losses.masked_dice_loss import MaskedDiceLoss
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 if TYPE_CHECKING:
     from monai_stlu.engines.semi_supervised_trainer import SemiSupervisedTrainer
 
-__all__ = ["BCPMethod", "region_loss"]
+__all__ = ["BCPMethod", "region_loss", "dice_ce_loss"]
+
+
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCP's pre-training loss: ``(CE + Dice) / 2`` of the mixed image against the mixed label over the whole
+    volume (mean CE; the Dice of :py:class:`monai_stlu.losses.MaskedDiceLoss` without a mask)."""
+    t = target.long().reshape(target.shape[0], *logits.shape[2:])
+    return (F.cross_entropy(logits.float(), t) + MaskedDiceLoss()(logits, t)) / 2
 
 
 def region_loss(
@@ -32,44 +42,44 @@ def region_loss(
     weight_in: float,
     smooth: float = 1e-5,
 ) -> torch.Tensor:
-    """BCP's mixed loss: ``(Dice + CE) / 2`` where the voxels with ``mask = 1`` follow ``target_out`` with weight
-    ``weight_out`` and those with ``mask = 0`` (the pasted cube) follow ``target_in`` with weight ``weight_in``.
+    """BCP's mixed loss ``(w_out Dice_out + w_in Dice_in + w_out CE_out + w_in CE_in) / 2``: the voxels with
+    ``mask = 1`` follow ``target_out`` and those with ``mask = 0`` (the pasted cube) follow ``target_in``.
 
-    The Dice is BCP's masked Dice, averaged over all classes; the CE of each region is its mean over the region.
+    Each region's Dice is :py:class:`monai_stlu.losses.MaskedDiceLoss` restricted to the region (per sample and
+    class, not squared) and multiplied by the region's weight as a whole; each region's CE is its mean over the
+    region's voxels, multiplied by the weight.
     """
-    n_classes = logits.shape[1]
-    prob = torch.softmax(logits.float(), dim=1)
-    mask = mask.float()
-    total_dice = prob.new_zeros(())
-    total_ce = prob.new_zeros(())
+    dice = MaskedDiceLoss(smooth)
+    mask = mask.float().expand(logits.shape[0], 1, *logits.shape[2:])
+    total = logits.new_zeros((), dtype=torch.float32)
     for target, region, weight in ((target_out, mask, weight_out), (target_in, 1.0 - mask, weight_in)):
-        t = target.long().squeeze(1)
-        r = region.expand(logits.shape[0], 1, *logits.shape[2:])[:, 0]
-        m = r * weight
-        dice = prob.new_zeros(())
-        for c in range(n_classes):
-            p_c, y_c = prob[:, c], (t == c).float()
-            inter = (p_c * y_c * m).sum()
-            dice = dice + 1.0 - (2 * inter + smooth) / ((p_c * p_c * m).sum() + (y_c * m).sum() + smooth)
-        total_dice = total_dice + dice / n_classes
+        t = target.long().reshape(logits.shape[0], *logits.shape[2:])
+        r = region[:, 0]
         ce = F.cross_entropy(logits.float(), t, reduction="none")
-        total_ce = total_ce + weight * (ce * r).sum() / (r.sum() + 1e-16)
-    return (total_dice + total_ce) / 2
+        total = total + weight * dice(logits, t, region) + weight * (ce * r).sum() / (r.sum() + 1e-16)
+    return total / 2
 
 
 class BCPMethod(SemiSupervisedMethod):
     """Bidirectional copy-paste. The labeled and unlabeled batches are split into halves a and b. A random cube of
     ``mask_ratio`` of each side (mask 0 inside, 1 outside) is pasted both ways:
 
-    - ``x_1 = x_l^a * M + x_u^a * (1 - M)``, supervised by ``y^a`` outside (weight 1) and the teacher's argmax
-      pseudo-label of ``x_u^a`` inside (weight ``u_weight``, 0.5);
+    - ``x_1 = x_l^a * M + x_u^a * (1 - M)``, supervised by ``y^a`` outside (weight 1) and the teacher's pseudo-label
+      of ``x_u^a`` inside (weight ``u_weight``, 0.5);
     - ``x_2 = x_u^b * M + x_l^b * (1 - M)``, supervised by the pseudo-label of ``x_u^b`` outside (weight 0.5) and
       ``y^b`` inside (weight 1).
 
-    For the first ``pretrain_iterations`` iterations (the labeled-only pre-training stage) labeled volumes are pasted
-    into each other with their labels (weights 1). At the first self-training iteration the EMA teacher is set to the
-    student; afterwards :py:class:`monai_stlu.handlers.EMATeacherHandler` updates it after every step. The batch sizes
-    must be even (2 + 2 in the LA protocol).
+    Pseudo-labels are the teacher's foreground probability ``>= pseudo_threshold`` (0.5) reduced to its largest
+    connected component (the reference's ``get_cut_mask(nms=1)``). ``x_1`` and ``x_2`` pass the network separately,
+    as in the reference (``joint_forward=True`` sends them as one batch).
+
+    Pre-training: for the first ``pretrain_iterations`` iterations labeled volumes are pasted into each other and
+    trained with ``(CE + Dice) / 2`` of the mixed label. At the first self-training iteration the student and the
+    teacher both start from the best pre-training model (``best_model_path``, the bundle's ``model.pt``, which holds
+    the best validation model so far; the current student if there is none), and the optimizer starts afresh (its
+    momentum buffers are cleared; a ``StepDecay(start=pretrain_iterations)`` schedule restarts the rate). The EMA
+    teacher is then updated after every step with the fixed ``ema_decay`` (0.99). Batches split evenly in halves
+    (4 + 4 in the reference).
 
     Reference:
         Bai Y. et al., "Bidirectional Copy-Paste for Semi-Supervised Medical Image Segmentation", CVPR 2023.
@@ -77,32 +87,65 @@ class BCPMethod(SemiSupervisedMethod):
     Args:
         pretrain_iterations: iterations of the labeled-only pre-training stage.
         mask_ratio: side fraction of the pasted cube.
-        u_weight: loss weight of the pseudo-labeled region.
-        ema_decay: the EMA's largest ``alpha``.
+        u_weight: loss weight of the pseudo-labelled region.
+        ema_decay: the EMA's fixed decay.
+        best_model_path: the file holding the best pre-training model (a flat state dict), or None.
+        pseudo_threshold: foreground probability at which a teacher voxel becomes a pseudo-label.
+        largest_component: keep only the largest connected component of each pseudo-label.
+        joint_forward: pass both mixed images through the network as one batch (BatchNorm statistics over both).
     """
 
     def __init__(
-        self, pretrain_iterations: int = 2000, mask_ratio: float = 2.0 / 3.0, u_weight: float = 0.5, ema_decay: float = 0.99
+        self,
+        pretrain_iterations: int = 2000,
+        mask_ratio: float = 2.0 / 3.0,
+        u_weight: float = 0.5,
+        ema_decay: float = 0.99,
+        best_model_path: str | None = None,
+        pseudo_threshold: float = 0.5,
+        largest_component: bool = True,
+        joint_forward: bool = False,
     ) -> None:
         super().__init__()
         self.pretrain_iterations = int(pretrain_iterations)
         self.mask_ratio = mask_ratio
         self.u_weight = u_weight
         self.ema_decay = ema_decay
+        self.best_model_path = best_model_path
+        self.pseudo_threshold = pseudo_threshold
+        self.largest_component = largest_component
+        self.joint_forward = joint_forward
         self.iteration = 0
         self.teacher: nn.Module | None = None
 
     def attach(self, engine: SemiSupervisedTrainer) -> None:
-        """Create the teacher, track the iteration, and register the EMA update after the pre-training stage."""
+        """Create the teacher, track the iteration, start self-training, and register the fixed-decay EMA update."""
         if self.teacher is None:
             self.teacher = frozen_copy(engine.network)
         engine.add_event_handler(Events.ITERATION_STARTED, self._on_iteration)
-        EMATeacherHandler(self.teacher, engine.network, self.ema_decay, self.pretrain_iterations).attach(engine)
+        EMATeacherHandler(self.teacher, engine.network, self.ema_decay, self.pretrain_iterations, warmup=False).attach(
+            engine
+        )
 
     def _on_iteration(self, engine: SemiSupervisedTrainer) -> None:
         self.iteration = engine.state.iteration - 1
         if self.iteration == self.pretrain_iterations and self.teacher is not None:
-            self.teacher.load_state_dict(engine.network.state_dict())
+            self.start_self_training(engine.network, engine.optimizer)
+
+    def start_self_training(self, network: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Load the best pre-training model into the student (when there is one), copy it to the teacher and clear
+        the optimizer's state."""
+        log = logging.getLogger(__name__)
+        path = self.best_model_path
+        if path and os.path.isfile(path):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            network.load_state_dict(state)
+            log.info(f"BCP self-training starts from the best pre-training model {path}.")
+        else:
+            log.warning(f"BCP: no best pre-training model at {path}; self-training starts from the current network.")
+        if self.teacher is not None:
+            self.teacher.load_state_dict(network.state_dict())
+        optimizer.state.clear()
 
     @staticmethod
     def _halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,6 +153,11 @@ class BCPMethod(SemiSupervisedMethod):
             raise ValueError(f"BCP splits each batch into two halves: batch size {x.shape[0]} is odd.")
         h = x.shape[0] // 2
         return x[:h], x[h:]
+
+    def pseudo_label(self, logits: torch.Tensor) -> torch.Tensor:
+        """Foreground probability ``>= pseudo_threshold``, largest component kept; (B, 1, *spatial) long."""
+        fg = (torch.softmax(logits.float(), dim=1)[:, 1:2] >= self.pseudo_threshold).long()
+        return largest_component(fg) if self.largest_component else fg
 
     def forward(  # type: ignore[override]
         self, network: nn.Module, image_labeled: torch.Tensor, label: torch.Tensor, image_unlabeled: torch.Tensor | None
@@ -119,24 +167,27 @@ class BCPMethod(SemiSupervisedMethod):
         ya, yb = self._halves(label)
         if self.iteration < self.pretrain_iterations:
             mixed = la * mask + lb * (1 - mask)
-            out = network(mixed)
-            loss = region_loss(out, ya, yb, mask, 1.0, 1.0)
             target = ya * mask + yb * (1 - mask)
-            return {"image": mixed, "pred": out, "label": target, "loss": loss, "sup": self.term(loss), "unsup": 0.0, "stage": 0.0}
+            out = network(mixed)
+            loss = dice_ce_loss(out, target)
+            return {"image": mixed, "pred": out, "label": target, "loss": loss, "sup": self.term(loss), "unsup": 0.0,
+                    "stage": 0.0}
         if image_unlabeled is None or self.teacher is None:
             raise ValueError("BCPMethod needs an unlabeled batch and must be attached to a trainer.")
         ua, ub = self._halves(image_unlabeled)
         with torch.no_grad():
-            pseudo = self.teacher(torch.cat([ua, ub], dim=0)).argmax(dim=1, keepdim=True)
-        pa, pb = self._halves(pseudo)
+            pa, pb = self.pseudo_label(self.teacher(ua)), self.pseudo_label(self.teacher(ub))
         x1 = la * mask + ua * (1 - mask)
         x2 = ub * mask + lb * (1 - mask)
-        out = network(torch.cat([x1, x2], dim=0))
-        o1, o2 = self._halves(out)
+        if self.joint_forward:
+            o1, o2 = self._halves(network(torch.cat([x1, x2], dim=0)))
+        else:
+            o1, o2 = network(x1), network(x2)
         loss_1 = region_loss(o1, ya, pa, mask, 1.0, self.u_weight)
         loss_2 = region_loss(o2, pb, yb, mask, self.u_weight, 1.0)
         loss = loss_1 + loss_2
         target = ya * mask + pa * (1 - mask)  # what o1 is trained towards (label outside, pseudo-label inside)
         return {
-            "image": x1, "pred": o1, "label": target, "loss": loss, "sup": self.term(loss_1), "unsup": self.term(loss_2), "stage": 1.0
+            "image": x1, "pred": o1, "label": target, "loss": loss, "sup": self.term(loss_1),
+            "unsup": self.term(loss_2), "stage": 1.0,
         }

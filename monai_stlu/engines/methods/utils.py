@@ -7,10 +7,11 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["frozen_copy", "clipped_noise", "sharpen", "context_mask", "reinitialize"]
+__all__ = ["frozen_copy", "clipped_noise", "sharpen", "context_mask", "reinitialize", "init_weights", "largest_component"]
 
 
 def frozen_copy(network: nn.Module) -> nn.Module:
@@ -37,8 +38,9 @@ def sharpen(prob: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
 def context_mask(
     spatial_shape: Sequence[int], ratio: float = 2.0 / 3.0, generator: torch.Generator | None = None, device=None
 ) -> torch.Tensor:
-    """BCP's copy-paste mask: ones, with a zero cube of ``int(ratio * size)`` voxels per dimension at a random
-    position. Returned as (1, 1, *spatial) float.
+    """BCP's copy-paste mask: ones, with a zero cube of ``int(ratio * size)`` voxels per dimension starting at a
+    position drawn from ``[0, size - cube)`` (as the reference's ``np.random.randint``). Returned as (1, 1, *spatial)
+    float.
 
     Raises:
         ValueError: when ``ratio`` is not in (0, 1].
@@ -49,7 +51,8 @@ def context_mask(
     slices = [slice(None), slice(None)]
     for size in spatial_shape:
         cube = int(size * ratio)
-        start = int(torch.randint(0, size - cube + 1, (1,), generator=generator))
+        # the reference draws np.random.randint(0, size - cube): the upper bound is excluded
+        start = int(torch.randint(0, max(size - cube, 1), (1,), generator=generator))
         slices.append(slice(start, start + cube))
     mask[tuple(slices)] = 0.0
     return mask
@@ -63,3 +66,53 @@ def reinitialize(network: nn.Module, seed: int) -> nn.Module:
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
     return network
+
+
+def init_weights(network: nn.Module, scheme: str = "default", seed: int | None = None) -> nn.Module:
+    """Re-draw a network's convolution weights with ``scheme``, as SSL4MIS initialises CPS's two networks
+    (``kaiming_normal_init_weight`` / ``xavier_normal_init_weight``): ``kaiming_normal_`` or ``xavier_normal_`` on
+    every (non-transposed) convolution weight, BatchNorm weights 1 and biases 0; other parameters keep their values.
+    ``"default"`` leaves the network as built. The global random state is left untouched when ``seed`` is given.
+
+    Raises:
+        ValueError: for another scheme.
+    """
+    if scheme not in ("default", "kaiming", "xavier"):
+        raise ValueError(f"scheme must be 'default', 'kaiming' or 'xavier', got {scheme!r}.")
+    if scheme == "default":
+        return network
+    draw = nn.init.kaiming_normal_ if scheme == "kaiming" else nn.init.xavier_normal_
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        for m in network.modules():
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+                draw(m.weight)
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+    return network
+
+
+def largest_component(mask: torch.Tensor) -> torch.Tensor:
+    """Keep, per sample, the largest connected foreground component of a binary mask (full connectivity: 26
+    neighbours in 3D), as BCP's ``LargestCC`` does with ``skimage.measure.label``; an empty mask stays empty.
+
+    Args:
+        mask: (B, *spatial) or (B, 1, *spatial) binary tensor.
+
+    Returns:
+        a tensor of the same shape, dtype and device.
+    """
+    from scipy import ndimage
+
+    out = torch.zeros_like(mask)
+    arr = mask.detach().cpu().numpy() != 0
+    for b in range(arr.shape[0]):
+        sample = arr[b]
+        labels, n = ndimage.label(sample, structure=ndimage.generate_binary_structure(sample.ndim, sample.ndim))
+        if n == 0:
+            continue
+        sizes = np.bincount(labels.ravel())[1:]
+        out[b] = torch.as_tensor(labels == (int(sizes.argmax()) + 1), device=mask.device).to(mask.dtype)
+    return out

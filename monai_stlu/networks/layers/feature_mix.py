@@ -55,14 +55,15 @@ def _per_channel(k: torch.Tensor, x: torch.Tensor, fmt: torch.memory_format) -> 
 def _channel_dot(p: torch.Tensor, q: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
     """``sum over space of p * q`` per sample and channel, (B, C), in float32 at least.
 
-    Few channels: the diagonal of the (C, C) Gram matrix, one matmul reading each input once. float16 is widened
-    first (sums over a volume overflow it); bfloat16 has float32's range and its matmul accumulates in float32.
+    Few channels: the diagonal of the (C, C) Gram matrix, one matmul reading each input once; more: element-wise
+    products summed. float16 is widened first on both paths (products and sums over a volume overflow it);
+    bfloat16 has float32's range and its matmul accumulates in float32.
     """
     acc = torch.promote_types(p.dtype, torch.float32)
+    if p.dtype == torch.float16:  # on both paths: a product of two values of 300 already overflows float16
+        p, q = p.to(acc), q.to(acc)
     if p.shape[1] > _GRAM_MAX_CHANNELS:
         return (p * q).sum(dim=list(range(2, p.dim())), dtype=acc)
-    if p.dtype == torch.float16:
-        p, q = p.to(acc), q.to(acc)
     gram = torch.bmm(_rows(p, fmt).transpose(1, 2), _rows(q, fmt))
     return gram.diagonal(dim1=1, dim2=2).to(acc)
 
