@@ -162,7 +162,13 @@ class SemiSupervisedTrainer(Trainer):
             try:
                 batch = next(self._unlabeled_iter)
             except StopIteration as e:
-                raise ValueError("the unlabeled_data_loader yields no batch.") from e
+                loader = self.unlabeled_data_loader
+                size = len(loader.dataset) if hasattr(loader, "dataset") and hasattr(loader.dataset, "__len__") else "?"
+                raise ValueError(
+                    f"the unlabeled_data_loader yields no batch: {size} unlabeled cases for batches of "
+                    f"{getattr(loader, 'batch_size', '?')} (incomplete batches dropped); use fewer labeled or "
+                    "validation cases, or a smaller unlabeled_batch_size."
+                ) from e
         image = batch[Keys.IMAGE] if isinstance(batch, dict) else batch[0] if isinstance(batch, (list, tuple)) else batch
         return self._to_device(image)
 

@@ -16,3 +16,4 @@ from .checkpoint_fit import (
 )
 from .run_info import RunInfo
 from .model_checkpoint_loader import ModelCheckpointLoader
+from .iteration_lr_handler import IterationLrHandler

@@ -10,12 +10,20 @@ __all__ = ["SegDiceLoss"]
 
 
 class SegDiceLoss(DiceLoss):
-    """MONAI ``DiceLoss`` with the defaults of the UA-MT / MC-Net / STLU-Net reference code.
+    """MONAI ``DiceLoss`` with the defaults of the UA-MT reference code (its ``dice_loss``), which STLU-Net uses here.
 
-    The reference computes, over the whole batch at once, ``1 - (2 sum(p y) + s) / (sum(p^2) + sum(y^2) + s)``
-    on the softmax probability ``p`` of the foreground channel, with ``s = 1e-5``. With two classes these
-    defaults give exactly that; with more classes the foreground Dice losses are averaged (set
-    ``include_background=True`` to include the background as the SSL4MIS multi-class loss does).
+    The default computes, over the whole batch at once, ``1 - (2 sum(p y) + s) / (sum(p^2) + sum(y^2) + s)`` on the
+    softmax probability ``p`` of the foreground channel, with ``s = 1e-5`` (squared denominator). Other references
+    use other forms, each a configuration of this class:
+
+    - MC-Net / MC-Net+ (``Binary_dice_loss``): not squared, ``1 - (2 sum(p y) + e) / (sum(p) + sum(y) + e)`` with
+      ``e = 1e-8`` over the batch: ``squared_pred=False, smooth_nr=1e-8, smooth_dr=1e-8``;
+    - SSL4MIS (CPS, ``DiceLoss(n_classes)``): squared, every class including the background, averaged:
+      ``include_background=True``;
+    - BCP: per sample and class, not squared: :py:class:`monai_stlu.losses.MaskedDiceLoss`.
+
+    With two classes the defaults give exactly the UA-MT formula; with more classes the foreground Dice losses are
+    averaged.
 
     Args:
         include_background: whether to include channel 0.

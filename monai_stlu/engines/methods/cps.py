@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from monai_stlu.engines.methods.base import SemiSupervisedMethod
-from monai_stlu.engines.methods.utils import reinitialize
+from monai_stlu.engines.methods.utils import init_weights, reinitialize
 from monai_stlu.losses.seg_dice_ce_loss import SegDiceCELoss
 
 if TYPE_CHECKING:
@@ -38,6 +38,8 @@ class CPSMethod(SemiSupervisedMethod):
         sup_loss: supervised loss of each network, default ``0.5 (CE + Dice)``.
         consistency_weight: initial pseudo-supervision weight (the ramp handler overwrites it).
         seed_b: initialisation seed of network B.
+        init_a: weight initialisation of network A (``"kaiming"`` as SSL4MIS, or ``"default"``: as built).
+        init_b: weight initialisation of network B (``"xavier"`` as SSL4MIS, or ``"default"``).
     """
 
     ramp_attribute = "consistency_weight"
@@ -47,17 +49,21 @@ class CPSMethod(SemiSupervisedMethod):
         sup_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         consistency_weight: float = 0.0,
         seed_b: int = 20211,
+        init_a: str = "kaiming",
+        init_b: str = "xavier",
     ) -> None:
         super().__init__()
         self.sup_loss = SegDiceCELoss() if sup_loss is None else sup_loss
         self.consistency_weight = float(consistency_weight)
         self.seed_b = seed_b
+        self.init_a, self.init_b = init_a, init_b
         self.network_b: nn.Module | None = None
 
     def attach(self, engine: SemiSupervisedTrainer) -> None:
         """Create network B (same architecture, new initialisation) and add it to the optimizer."""
         if self.network_b is None:
-            self.network_b = reinitialize(copy.deepcopy(engine.network), self.seed_b)
+            init_weights(engine.network, self.init_a)
+            self.network_b = init_weights(reinitialize(copy.deepcopy(engine.network), self.seed_b), self.init_b, self.seed_b)
         engine.optimizer.add_param_group({"params": list(self.network_b.parameters())})
 
     @staticmethod

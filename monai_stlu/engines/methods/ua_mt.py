@@ -40,6 +40,8 @@ class UAMTMethod(MeanTeacherMethod):
         threshold_end: the threshold at the end of its ramp.
         threshold_ramp_iterations: iterations of the threshold's ramp (the training budget in the reference);
             None keeps ``threshold`` fixed.
+        duplicate_batch: make the ``passes`` predictions from ``passes // 2`` passes of the duplicated batch, as the
+            reference does (BatchNorm statistics of the doubled batch); False for one pass per prediction.
         kwargs: :py:class:`MeanTeacherMethod` arguments.
     """
 
@@ -49,6 +51,7 @@ class UAMTMethod(MeanTeacherMethod):
         threshold: float = 0.75 * math.log(2.0),
         threshold_end: float = math.log(2.0),
         threshold_ramp_iterations: int | None = None,
+        duplicate_batch: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -59,6 +62,7 @@ class UAMTMethod(MeanTeacherMethod):
         self.threshold_start = float(threshold)
         self.threshold_end = float(threshold_end)
         self.threshold_ramp_iterations = threshold_ramp_iterations
+        self.duplicate_batch = duplicate_batch
 
     def attach(self, engine: SemiSupervisedTrainer) -> None:
         """The Mean Teacher set-up, plus the threshold's ramp when ``threshold_ramp_iterations`` is given."""
@@ -69,8 +73,18 @@ class UAMTMethod(MeanTeacherMethod):
             ).attach(engine)
 
     def uncertainty(self, image_unlabeled: torch.Tensor) -> torch.Tensor:
-        """Entropy of the mean teacher softmax over ``passes`` noisy, dropout-on passes, shape (B, 1, *spatial)."""
-        mean = sum(self.teacher_prob(image_unlabeled) for _ in range(self.passes)) / self.passes
+        """Entropy of the mean teacher softmax over ``passes`` noisy, dropout-on predictions, shape (B, 1, *spatial).
+
+        As the reference, the predictions come from ``passes // 2`` teacher passes of the batch duplicated (each copy
+        with its own noise), so BatchNorm sees batches of twice the unlabeled batch (``duplicate_batch=False``: one
+        pass per prediction)."""
+        b = image_unlabeled.shape[0]
+        if self.duplicate_batch and self.passes % 2 == 0:
+            doubled = torch.cat([image_unlabeled, image_unlabeled], dim=0)
+            probs = [self.teacher_prob(doubled) for _ in range(self.passes // 2)]
+            mean = sum(p[:b] + p[b:] for p in probs) / self.passes
+        else:
+            mean = sum(self.teacher_prob(image_unlabeled) for _ in range(self.passes)) / self.passes
         return -(mean * torch.log(mean + 1e-6)).sum(dim=1, keepdim=True)
 
     def consistency(self, student_logits_u: torch.Tensor, image_unlabeled: torch.Tensor) -> dict[str, Any]:

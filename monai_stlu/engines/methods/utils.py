@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -97,6 +96,7 @@ def init_weights(network: nn.Module, scheme: str = "default", seed: int | None =
 def largest_component(mask: torch.Tensor) -> torch.Tensor:
     """Keep, per sample, the largest connected foreground component of a binary mask (full connectivity: 26
     neighbours in 3D), as BCP's ``LargestCC`` does with ``skimage.measure.label``; an empty mask stays empty.
+    Uses MONAI's ``get_largest_connected_component_mask``.
 
     Args:
         mask: (B, *spatial) or (B, 1, *spatial) binary tensor.
@@ -104,15 +104,10 @@ def largest_component(mask: torch.Tensor) -> torch.Tensor:
     Returns:
         a tensor of the same shape, dtype and device.
     """
-    from scipy import ndimage
+    from monai.transforms.utils import get_largest_connected_component_mask
 
     out = torch.zeros_like(mask)
-    arr = mask.detach().cpu().numpy() != 0
-    for b in range(arr.shape[0]):
-        sample = arr[b]
-        labels, n = ndimage.label(sample, structure=ndimage.generate_binary_structure(sample.ndim, sample.ndim))
-        if n == 0:
-            continue
-        sizes = np.bincount(labels.ravel())[1:]
-        out[b] = torch.as_tensor(labels == (int(sizes.argmax()) + 1), device=mask.device).to(mask.dtype)
+    for b in range(mask.shape[0]):
+        if bool(mask[b].any()):
+            out[b] = torch.as_tensor(get_largest_connected_component_mask(mask[b] != 0)).to(mask.dtype)
     return out

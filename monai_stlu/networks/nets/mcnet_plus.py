@@ -30,7 +30,7 @@ class MCNetPlus(nn.Module):
         n_filters: first-stage channels.
         normalization: see :py:class:`VNet`.
         upsample_modes: one decoder per mode; the first is the V-Net's own decoder.
-        dropout: channel dropout before each head in training (as the reference trains).
+        dropout: channel dropout in training on the shared bottleneck and before each head (as the reference trains).
         dropout_prob: its probability.
     """
 
@@ -49,7 +49,11 @@ class MCNetPlus(nn.Module):
         modes = list(upsample_modes)
         if not modes or modes[0] != "deconv":
             raise ValueError(f"the first decoder must be 'deconv' (the V-Net's), got {modes}.")
-        self.backbone = VNet(spatial_dims, in_channels, out_channels, n_filters, normalization, dropout=False)
+        # the backbone's dropout acts on the bottleneck (shared by every decoder) in training, as MC-Net's encoder;
+        # the heads have their own
+        self.backbone = VNet(
+            spatial_dims, in_channels, out_channels, n_filters, normalization, dropout=dropout, dropout_prob=dropout_prob
+        )
         ch = self.backbone.encoder_channels
         conv_t = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
         self.extra_decoders = nn.ModuleList(

@@ -97,7 +97,8 @@ class DecoderStage(nn.Module):
         elif upsample in ("trilinear", "nearest"):
             mode = "nearest" if upsample == "nearest" else ("trilinear" if spatial_dims == 3 else "bilinear")
             conv_t = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
-            interp = nn.Upsample(scale_factor=2, mode=mode, align_corners=None if mode == "nearest" else False)
+            # MC-Net's trilinear decoder interpolates with align_corners=True
+            interp = nn.Upsample(scale_factor=2, mode=mode, align_corners=None if mode == "nearest" else True)
             layers = [interp, conv_t(in_channels, out_channels, kernel_size=3, padding=1)]
         else:
             raise ValueError(f"upsample must be 'deconv', 'trilinear' or 'nearest', got {upsample!r}.")
