@@ -27,7 +27,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("stlu_la_run")
     common = [
         "--dataset_dir", str(la), "--train_list", "subset_train.list", "--test_list", "subset_test.list",
-        "--bundle_root", str(root),
+        "--bundle_root", str(root), "--progress", "false",
     ]
     proc = run_bundle("run", "training", "--config_file", config_list("stlu_la", "train.json", "quick.json"), *common)
     return {"root": root, "common": common, "log": proc.stdout + proc.stderr}
@@ -40,7 +40,9 @@ def test_training_writes_model_and_checkpoint(trained):
     # two epochs of 4 iterations: both periodic checkpoints kept (n_saved 2), nothing half-written left behind
     assert sorted(p.name for p in models.iterdir()) == ["checkpoint_epoch=1.pt", "checkpoint_epoch=2.pt", "model.pt"]
     ckpt = torch.load(latest_checkpoint(str(models)), weights_only=True)
-    assert set(ckpt) == {"network", "optimizer", "method", "trainer", "best_model"}
+    assert set(ckpt) == {"network", "optimizer", "method", "trainer", "best_model", "run_info"}
+    assert ckpt["run_info"] == {"bundle": "stlu_la", "method": "STLUMethod",
+                                "network": "STLUNet (n_filters 8, 1 input channel, 2 classes)"}
     assert ckpt["trainer"]["iteration"] == 8
     # the best-model record: one (score, ignite's name) pair; the file itself is the fixed name model.pt
     (score, name), = ckpt["best_model"]["key_metric_saved"]
