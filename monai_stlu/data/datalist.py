@@ -47,14 +47,29 @@ def check_h5_case(path: str, keys: Sequence[str] = ("image", "label")) -> None:
         raise ValueError(f"{path}: image/label shape mismatch {shapes}.")
 
 
-def _split_labeled(cases: list[dict], num_labeled: int, num_val: int, source: str) -> dict[str, list[dict]]:
+def _split_labeled(
+    cases: list[dict], num_labeled: int, num_val: int, source: str, val_ids: Sequence[str] | None = None
+) -> dict[str, list[dict]]:
     if num_labeled < 1:
         raise ValueError(f"num_labeled must be >= 1, got {num_labeled}.")
+    if val_ids:
+        ids = [c["id"] for c in cases]
+        unknown = [v for v in val_ids if v not in ids]
+        if unknown:
+            raise ValueError(f"{source}: validation IDs {unknown} are not in the training list.")
+        labeled_clash = [v for v in val_ids if v in ids[:num_labeled]]
+        if labeled_clash:
+            raise ValueError(f"{source}: validation IDs {labeled_clash} are among the first {num_labeled} (labeled) cases.")
+        val = [c for c in cases if c["id"] in set(val_ids)]
+        cases = [c for c in cases if c["id"] not in set(val_ids)]
+        num_val = 0
+    else:
+        val = []
     if num_labeled + num_val > len(cases):
         raise ValueError(
             f"{source}: {len(cases)} training cases cannot give {num_labeled} labeled + {num_val} validation cases."
         )
-    val = cases[len(cases) - num_val :] if num_val > 0 else []
+    val = val or (cases[len(cases) - num_val :] if num_val > 0 else [])
     rest = cases[: len(cases) - num_val] if num_val > 0 else cases
     return {
         "labeled": rest[:num_labeled],
@@ -72,6 +87,7 @@ def la_split(
     image_dir: str = "2018LA_Seg_Training Set",
     file_name: str = "mri_norm2.h5",
     check: bool = True,
+    val_ids: Sequence[str] | None = None,
 ) -> dict[str, list[dict]]:
     """Split the community LA layout: labeled = the first ``num_labeled`` IDs of ``train_list``, validation = its
     last ``num_val`` IDs, unlabeled = the IDs in between, test = ``test_list``.
@@ -89,6 +105,8 @@ def la_split(
         image_dir: folder with one sub-folder per case ID.
         file_name: the h5 file inside each case folder.
         check: open every listed h5 file (no decoding) to fail early on missing or malformed cases.
+        val_ids: name the validation cases instead (IDs of ``train_list`` outside the labeled ones); ``num_val`` is
+            then ignored.
 
     Returns:
         ``{"labeled", "unlabeled", "val", "test"}``: lists of ``{"image", "label", "id"}`` dicts (unlabeled
@@ -117,7 +135,7 @@ def la_split(
             out.append({"image": path, "label": path, "id": case_id})
         return out
 
-    split = _split_labeled(cases(train_path), int(num_labeled), int(num_val), train_path)
+    split = _split_labeled(cases(train_path), int(num_labeled), int(num_val), train_path, val_ids)
     split["test"] = cases(test_path) if os.path.isfile(test_path) else []
     return split
 
@@ -185,8 +203,11 @@ def semi_supervised_split(
     test_list: str = "test.list",
     num_labeled: int = 8,
     num_val: int = 4,
+    val_ids: Sequence[str] | None = None,
 ) -> dict[str, list[dict]]:
     """The bundles' entry point: :py:func:`json_split` when ``datalist_file`` is given, else :py:func:`la_split`."""
     if datalist_file:
         return json_split(datalist_file, num_labeled=num_labeled, num_val=num_val)
-    return la_split(dataset_dir, train_list=train_list, test_list=test_list, num_labeled=num_labeled, num_val=num_val)
+    return la_split(
+        dataset_dir, train_list=train_list, test_list=test_list, num_labeled=num_labeled, num_val=num_val, val_ids=val_ids
+    )

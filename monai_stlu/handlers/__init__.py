@@ -17,3 +17,4 @@ from .checkpoint_fit import (
 from .run_info import RunInfo
 from .model_checkpoint_loader import ModelCheckpointLoader
 from .iteration_lr_handler import IterationLrHandler
+from .pseudo_label_quality_handler import PseudoLabelQualityHandler

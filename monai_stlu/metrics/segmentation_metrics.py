@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from monai.metrics.utils import get_mask_edges, get_surface_distance
 
-__all__ = ["segmentation_metrics", "METRIC_NAMES"]
+__all__ = ["segmentation_metrics", "dice_score", "METRIC_NAMES"]
 
 METRIC_NAMES = ("dice", "jaccard", "hd95", "asd")
 
@@ -19,6 +19,14 @@ def _as_bool(x: np.ndarray | torch.Tensor) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     return np.asarray(x).astype(bool)
+
+
+def dice_score(pred: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tensor) -> float:
+    """Dice of two binary masks, ``2 |P & R| / (|P| + |R|)``; two empty masks score 1 (as in
+    :py:func:`segmentation_metrics`)."""
+    p, r = _as_bool(pred), _as_bool(ref)
+    n = float(p.sum() + r.sum())
+    return 1.0 if n == 0 else 2.0 * float(np.logical_and(p, r).sum()) / n
 
 
 def segmentation_metrics(
@@ -61,7 +69,7 @@ def segmentation_metrics(
     n_p, n_r = float(p.sum()), float(r.sum())
     if n_p == 0 and n_r == 0:
         return {"dice": 1.0, "jaccard": 1.0, "hd95": 0.0, "asd": 0.0}
-    dice = 2.0 * inter / (n_p + n_r)
+    dice = dice_score(p, r)
     jaccard = inter / (n_p + n_r - inter)
     if n_p == 0 or n_r == 0:
         worst = float(np.sqrt(sum(((s - 1) * d) ** 2 for s, d in zip(p.shape, spacing_))))

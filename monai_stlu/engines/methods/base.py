@@ -57,6 +57,13 @@ class SemiSupervisedMethod(nn.Module):
         """
         raise NotImplementedError
 
+    def pseudo_label_network(self, network: nn.Module) -> nn.Module:
+        """The network whose predictions on unlabeled images are the method's targets: an EMA teacher where the
+        method has one (``teacher`` attribute), else the trained network itself. Used to measure pseudo-label
+        quality (:py:class:`monai_stlu.handlers.PseudoLabelQualityHandler`)."""
+        teacher = getattr(self, "teacher", None)
+        return teacher if isinstance(teacher, nn.Module) else network
+
     @staticmethod
     def term(value: torch.Tensor | float) -> float:
         """A loss term as a plain float for ``engine.state.output`` (no graph kept)."""

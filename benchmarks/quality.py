@@ -1,0 +1,274 @@
+# Copyright (c) monai_stlu contributors
+# Licensed under the Apache License, Version 2.0
+"""The real-data quality protocol: does a method learn from unlabeled images?
+
+Every (method, seed) is trained with the LA bundle's own command and a protocol override file
+(``configs/cpu_protocol.json`` or ``configs/gpu_protocol.json``), selected on the named validation cases, evaluated on
+the test list, and cached: an interrupted or repeated run resumes its checkpoint or skips what is done.
+
+    python benchmarks/quality.py run --protocol cpu --methods supervised,mean_teacher,stlu --seeds 0,1
+    python benchmarks/quality.py report --protocol cpu
+
+``run`` works in ``--work_dir`` (default ``benchmarks/work/quality_<protocol>``, git-ignored): per run its
+checkpoints, ``train.log``, ``pseudo_label_quality.csv``, the test metrics and predictions, and ``done.json``.
+``report`` writes ``benchmarks/results/quality_<protocol>/``: ``summary.md`` / ``summary.csv`` (Dice, Jaccard, HD95 and
+ASD in voxels and mm, mean ± std over cases and seeds, and the per-seed means), ``per_case.csv``,
+``learning_curves.png`` (validation Dice against iteration), ``pseudo_label_quality.png`` and ``overlay.png`` (an
+axial slice through each test case: image, ground-truth contour and each method's contour).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import defaultdict
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(REPO, "bundles", "stlu_la", "configs")
+METHODS = ("supervised", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "stlu")
+METRICS = ("dice", "jaccard", "hd95_vox", "asd_vox", "hd95_mm", "asd_mm")
+_VAL_LINE = re.compile(r"Epoch\[(\d+)\] Metrics -- .*val_mean_dice: ([0-9.]+)")
+
+
+def config_files(protocol: str, method: str, *more: str) -> str:
+    files = [os.path.join(CONFIGS, "train.json"), os.path.join(CONFIGS, f"{protocol}_protocol.json")]
+    if method != "stlu":
+        files.append(os.path.join(CONFIGS, "methods", f"{method}.json"))
+    files += [os.path.join(CONFIGS, m) for m in more]
+    return "[" + ",".join(f"'{f}'" for f in files) + "]"
+
+
+def run_dir(work_dir: str, method: str, seed: int, tag: str = "") -> str:
+    return os.path.join(work_dir, f"{method}{tag}_seed{seed}")
+
+
+def bundle(args: list[str], log_path: str) -> None:
+    """``python -m monai.bundle ...`` with its output appended to ``log_path``; raises with the log's tail."""
+    with open(log_path, "a") as log:
+        log.write(f"\n$ python -m monai.bundle {' '.join(args)}\n")
+        log.flush()
+        proc = subprocess.run([sys.executable, "-m", "monai.bundle", *args], stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        with open(log_path) as f:
+            tail = f.read()[-3000:]
+        raise RuntimeError(f"monai.bundle {args[0]} failed ({proc.returncode}); see {log_path}:\n{tail}")
+
+
+def write_json_atomic(path: str, content: dict) -> None:
+    tmp = path + ".partial"
+    with open(tmp, "w") as f:
+        json.dump(content, f, indent=2)
+    os.replace(tmp, path)
+
+
+def run_one(opts: argparse.Namespace, method: str, seed: int) -> dict:
+    """Train (resuming any checkpoint), then evaluate on the test list; cached by ``done.json``."""
+    out = run_dir(opts.work_dir, method, seed, opts.tag)
+    done = os.path.join(out, "done.json")
+    if os.path.isfile(done):
+        with open(done) as f:
+            return json.load(f)
+    os.makedirs(out, exist_ok=True)
+    common = [
+        "--dataset_dir", opts.dataset_dir, "--train_list", opts.train_list, "--test_list", opts.test_list,
+        "--seed", str(seed), "--ckpt_dir", os.path.join(out, "models"), "--bundle_root", os.path.join(CONFIGS, ".."),
+        *opts.override,
+    ]
+    start = time.time()
+    bundle(["run", "training", "--config_file", config_files(opts.protocol, method), *common,
+            "--output_dir", os.path.join(out, "train")], os.path.join(out, "train.log"))
+    trained = time.time()
+    bundle(["run", "--config_file", config_files(opts.protocol, method, "evaluate.json"), *common,
+            "--output_dir", os.path.join(out, "test")], os.path.join(out, "eval.log"))
+    summary = {"method": method, "seed": seed, "protocol": opts.protocol, "train_minutes": (trained - start) / 60,
+               "eval_minutes": (time.time() - trained) / 60, "override": opts.override,
+               "test": mean_metrics(os.path.join(out, "test", "metrics.csv"))}
+    write_json_atomic(done, summary)
+    return summary
+
+
+def read_cases(path: str) -> list[dict]:
+    with open(path) as f:
+        return [r for r in csv.DictReader(f) if r.get("class", "1") == "1"]
+
+
+def mean_metrics(path: str) -> dict[str, float]:
+    rows = read_cases(path)
+    return {k: sum(float(r[k]) for r in rows) / len(rows) for k in METRICS}
+
+
+def validation_curve(log_path: str, val_interval: int) -> list[tuple[int, float]]:
+    """(iteration, validation Dice) pairs from a training log (the evaluator's ``Epoch[k] Metrics`` lines)."""
+    if not os.path.isfile(log_path):
+        return []
+    points = {}
+    with open(log_path) as f:
+        for line in f:
+            m = _VAL_LINE.search(line)
+            if m:
+                points[int(m.group(1)) * val_interval] = float(m.group(2))
+    return sorted(points.items())
+
+
+def protocol_setting(protocol: str, key: str):
+    with open(os.path.join(CONFIGS, f"{protocol}_protocol.json")) as f:
+        value = json.load(f).get(key)
+    if value is None:
+        with open(os.path.join(CONFIGS, "train.json")) as f:
+            value = json.load(f)[key]
+    return value
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    m = sum(values) / len(values)
+    return m, (sum((v - m) ** 2 for v in values) / len(values)) ** 0.5
+
+
+def report(opts: argparse.Namespace) -> str:
+    """Tables and pictures from every finished run in ``work_dir``."""
+    out = opts.results_dir
+    os.makedirs(out, exist_ok=True)
+    runs = defaultdict(dict)  # method -> seed -> run folder
+    for name in sorted(os.listdir(opts.work_dir)) if os.path.isdir(opts.work_dir) else []:
+        m = re.fullmatch(r"(.+)_seed(\d+)", name)
+        if m and os.path.isfile(os.path.join(opts.work_dir, name, "done.json")):
+            runs[m.group(1)][int(m.group(2))] = os.path.join(opts.work_dir, name)
+    if not runs:
+        raise SystemExit(f"no finished run in {opts.work_dir}: run `python benchmarks/quality.py run` first.")
+    per_case, lines = [], []
+    header = "| method | seeds | Dice % | Jaccard % | HD95 (vox) | ASD (vox) | HD95 (mm) | ASD (mm) | per-seed Dice % |"
+    lines += [header, "|" + "---|" * 9]
+    csv_rows = []
+    for method in sorted(runs, key=lambda m: METHODS.index(m.split("_tag")[0]) if m in METHODS else 99):
+        rows_all, seed_means = [], []
+        for seed, folder in sorted(runs[method].items()):
+            rows = read_cases(os.path.join(folder, "test", "metrics.csv"))
+            rows_all += rows
+            seed_means.append(100 * sum(float(r["dice"]) for r in rows) / len(rows))
+            per_case += [{"method": method, "seed": seed, **{k: r[k] for k in ("case", *METRICS)}} for r in rows]
+        cells = []
+        for k in METRICS:
+            scale = 100 if k in ("dice", "jaccard") else 1
+            m, s = mean_std([scale * float(r[k]) for r in rows_all])
+            cells.append(f"{m:.2f} ± {s:.2f}")
+            csv_rows.append([method, k, m, s, len(rows_all)])
+        lines.append(f"| {method} | {len(runs[method])} | " + " | ".join(cells) + " | "
+                     + ", ".join(f"{v:.2f}" for v in seed_means) + " |")
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(out, "summary.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "metric", "mean", "std", "n"])
+        w.writerows(csv_rows)
+    with open(os.path.join(out, "per_case.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, ["method", "seed", "case", *METRICS])
+        w.writeheader()
+        w.writerows(per_case)
+    plots(opts, runs, out)
+    return "\n".join(lines)
+
+
+def plots(opts: argparse.Namespace, runs: dict, out: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    val_interval = int(protocol_setting(opts.protocol, "val_interval"))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for method, seeds in sorted(runs.items()):
+        for seed, folder in sorted(seeds.items()):
+            curve = validation_curve(os.path.join(folder, "train.log"), val_interval)
+            if curve:
+                axes[0].plot(*zip(*curve), marker="o", label=f"{method} seed {seed}")
+            quality = os.path.join(folder, "train", "pseudo_label_quality.csv")
+            if os.path.isfile(quality):
+                with open(quality) as f:
+                    pts = [(int(r["iteration"]), float(r["dice"])) for r in csv.DictReader(f)]
+                if pts:
+                    axes[1].plot(*zip(*pts), marker="o", label=f"{method} seed {seed}")
+    axes[0].set(title="validation Dice (model selection cases)", xlabel="iteration", ylabel="Dice")
+    axes[1].set(title="pseudo-label Dice on 'unlabeled' training cases", xlabel="iteration", ylabel="Dice")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "learning_curves.png"), dpi=110)
+    plt.close(fig)
+    overlay(opts, runs, out, plt)
+
+
+def overlay(opts: argparse.Namespace, runs: dict, out: str, plt) -> None:
+    """An axial slice through the centre of each test case's label: image, ground truth (white) and each method's
+    first-seed prediction as contours."""
+    import h5py
+    import nibabel as nib
+    import numpy as np
+
+    with open(os.path.join(opts.dataset_dir, opts.test_list)) as f:
+        cases = [line.strip() for line in f if line.strip()]
+    colors = ["tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:cyan", "tab:olive"]
+    fig, axes = plt.subplots(1, len(cases), figsize=(3 * len(cases), 3.4), squeeze=False)
+    for ax, case in zip(axes[0], cases):
+        with h5py.File(os.path.join(opts.dataset_dir, "2018LA_Seg_Training Set", case, "mri_norm2.h5")) as f:
+            image, label = f["image"][()], f["label"][()]
+        z = int(np.round(np.nonzero(label)[2].mean())) if label.any() else image.shape[2] // 2
+        ax.imshow(image[:, :, z].T, cmap="gray", origin="lower")
+        ax.contour(label[:, :, z].T, levels=[0.5], colors="white", linewidths=1.2)
+        for color, (method, seeds) in zip(colors, sorted(runs.items())):
+            folder = seeds[min(seeds)]
+            path = os.path.join(folder, "test", "predictions", f"{case}_seg.nii.gz")
+            if os.path.isfile(path):
+                pred = np.asarray(nib.load(path).dataobj)
+                ax.contour(pred[:, :, z].T, levels=[0.5], colors=color, linewidths=0.9)
+                ax.plot([], [], color=color, label=method)
+        ax.set_title(f"{case[:8]} z={z}", fontsize=8)
+        ax.axis("off")
+    axes[0][0].legend(fontsize=6, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "overlay.png"), dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["run", "report"])
+    parser.add_argument("--protocol", choices=["cpu", "gpu"], default="cpu")
+    parser.add_argument("--methods", default="supervised,mean_teacher,stlu", help=f"comma-separated, of {METHODS}")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--dataset_dir", default=os.environ.get("STLU_SHARED_LA", os.path.join(REPO, "..", "shared", "data", "LA")))
+    parser.add_argument("--train_list", default="train.list")
+    parser.add_argument("--test_list", default="subset_test.list")
+    parser.add_argument("--work_dir", default=None)
+    parser.add_argument("--results_dir", default=None)
+    parser.add_argument("--tag", default="", help="a suffix of the run folders, for variants (ablations)")
+    parser.add_argument("--override", nargs=argparse.REMAINDER, default=[],
+                        help="further bundle overrides, e.g. --override --max_iterations 4 (must come last)")
+    opts = parser.parse_args(argv)
+    opts.work_dir = opts.work_dir or os.path.join(REPO, "benchmarks", "work", f"quality_{opts.protocol}")
+    opts.results_dir = opts.results_dir or os.path.join(REPO, "benchmarks", "results", f"quality_{opts.protocol}")
+    methods = [m for m in opts.methods.split(",") if m]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"unknown method(s) {unknown}; choose from {list(METHODS)}.")
+    if not os.path.isfile(os.path.join(opts.dataset_dir, opts.train_list)):
+        raise SystemExit(f"no {opts.train_list} in {opts.dataset_dir}: pass --dataset_dir (the LA h5 layout).")
+    if opts.command == "run":
+        for seed in [int(s) for s in opts.seeds.split(",")]:
+            for method in methods:
+                print(f"[{time.strftime('%H:%M:%S')}] {method} seed {seed} ...", flush=True)
+                result = run_one(opts, method, seed)
+                print(f"[{time.strftime('%H:%M:%S')}] {method} seed {seed}: test Dice {result['test']['dice']:.4f} "
+                      f"({result['train_minutes']:.1f} min training)", flush=True)
+    else:
+        print(report(opts))
+
+
+if __name__ == "__main__":
+    main()
