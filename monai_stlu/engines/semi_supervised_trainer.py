@@ -39,8 +39,8 @@ class SemiSupervisedTrainer(Trainer):
     written once. ``engine.state.output`` holds ``image``, ``label``, ``pred``, ``loss`` and every loss term the
     method reports (``sup``, ``unsup``, ``gamma``, ...), ready for ``StatsHandler``/``TensorBoardStatsHandler``.
 
-    Mixed precision: with ``amp=True`` the forward pass runs under ``torch.autocast`` in fp16 with a gradient
-    scaler on CUDA, and in bf16 (no scaler) on CPUs with native bf16 support; elsewhere it runs in fp32.
+    Mixed precision: with ``amp=True`` the forward pass runs under ``torch.autocast`` in bf16 (no scaler) on GPUs and
+    CPUs that support it, in fp16 with a gradient scaler on older GPUs, and in fp32 elsewhere (``amp_dtype``).
     ``channels_last=True`` keeps the network and 5-D inputs in ``channels_last_3d`` memory format.
 
     Args:
@@ -69,7 +69,10 @@ class SemiSupervisedTrainer(Trainer):
         decollate: decollate the output after each iteration.
         optim_set_to_none: ``optimizer.zero_grad(set_to_none=...)``.
         to_kwargs: further ``Tensor.to`` arguments for ``prepare_batch``.
-        amp_kwargs: further ``torch.autocast`` arguments, e.g. ``{"dtype": torch.float32}`` to force a dtype.
+        amp_kwargs: further ``torch.autocast`` arguments.
+        amp_dtype: ``"auto"`` (bf16 on GPUs and CPUs that support it, fp16 with a gradient scaler on older GPUs,
+            float32 on other CPUs), or ``"bfloat16"``/``"float16"``/``"float32"`` to force one; see
+            :py:func:`monai_stlu.utils.autocast_dtype`.
 
     Raises:
         TypeError: when ``method`` is not a ``SemiSupervisedMethod``.
@@ -102,6 +105,7 @@ class SemiSupervisedTrainer(Trainer):
         optim_set_to_none: bool = False,
         to_kwargs: dict | None = None,
         amp_kwargs: dict | None = None,
+        amp_dtype: str | torch.dtype | None = "auto",
     ) -> None:
         if not isinstance(method, SemiSupervisedMethod):
             raise TypeError(f"method must be a SemiSupervisedMethod, got {type(method).__name__}.")
@@ -138,7 +142,7 @@ class SemiSupervisedTrainer(Trainer):
         self.unlabeled_data_loader = unlabeled_data_loader
         self._unlabeled_iter: Iterator | None = None
         self.optim_set_to_none = optim_set_to_none
-        self.amp_dtype = self.amp_kwargs.pop("dtype", None) or autocast_dtype(self.state.device)
+        self.amp_dtype = autocast_dtype(self.state.device, self.amp_kwargs.pop("dtype", None) or amp_dtype)
         self.method.attach(self)
         if train_handlers is not None:
             self._register_handlers(train_handlers)
@@ -201,7 +205,7 @@ class SemiSupervisedTrainer(Trainer):
         engine.network.train()
         engine.method.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        with autocast(engine.state.device, enabled=engine.amp, dtype=engine.amp_dtype):
+        with autocast(engine.state.device, enabled=engine.amp, dtype=engine.amp_dtype or torch.float32):
             result = engine.method(engine.network, image, label, image_u)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         engine.state.output.update(result)

@@ -42,7 +42,8 @@ class StrideSlidingWindowInferer(SlidingWindowInferer):
     community evaluation code does (``test_single_case``: windows at ``min(stride * i, size - patch)``, padded
     when the volume is smaller than the window, probabilities averaged by count).
 
-    With ``amp=True`` each window batch runs under bf16 autocast on capable CPUs (fp16 on CUDA); with
+    With ``amp=True`` each window batch runs under autocast (bf16 on GPUs and CPUs that support it, else fp16 on
+    CUDA, ``amp_dtype`` to force one); with
     ``channels_last=True`` windows are fed in ``channels_last_3d`` format. With ``fuse_bn=True`` a network
     module in eval mode is replaced, for this call, by a copy with BatchNorm folded into its convolutions
     (:py:func:`monai_stlu.networks.fuse_conv_bn`): fewer passes, and under mixed precision far closer to float32
@@ -57,6 +58,8 @@ class StrideSlidingWindowInferer(SlidingWindowInferer):
         amp: mixed precision for the window forward passes.
         channels_last: ``channels_last_3d`` memory format for the window batches.
         fuse_bn: fold BatchNorm into the preceding convolutions of an eval-mode network module.
+        amp_dtype: the autocast dtype with ``amp=True``: ``"auto"`` (see :py:func:`monai_stlu.utils.autocast_dtype`),
+            ``"bfloat16"``, ``"float16"`` or ``"float32"``.
         kwargs: further ``SlidingWindowInferer`` arguments (``mode``, ``padding_mode``, ``sw_device``, ...).
     """
 
@@ -69,6 +72,7 @@ class StrideSlidingWindowInferer(SlidingWindowInferer):
         amp: bool = False,
         channels_last: bool = False,
         fuse_bn: bool = True,
+        amp_dtype: str | torch.dtype | None = "auto",
         **kwargs: Any,
     ) -> None:
         if "progress" in kwargs:
@@ -81,6 +85,7 @@ class StrideSlidingWindowInferer(SlidingWindowInferer):
         self.use_amp = as_bool(amp)
         self.channels_last = as_bool(channels_last)
         self.fuse_bn = as_bool(fuse_bn)
+        self.amp_dtype = amp_dtype
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
         if (
@@ -100,7 +105,7 @@ class StrideSlidingWindowInferer(SlidingWindowInferer):
             x = as_plain_tensor(x)
             if self.channels_last:
                 x = to_channels_last(x)
-            with autocast(x.device, enabled=self.use_amp):
+            with autocast(x.device, enabled=self.use_amp, dtype=self.amp_dtype):
                 out = network(x, *a, **k)
             out = out.float()
             return torch.softmax(out, dim=1) if self.softmax else out

@@ -30,29 +30,49 @@ def cpu_supports_bf16() -> bool:
     return False
 
 
-def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
-    """The autocast dtype the fast path uses on ``device``: fp16 on CUDA, bf16 on a bf16-capable CPU, else None."""
+def autocast_dtype(device: torch.device | str, amp_dtype: str | torch.dtype | None = "auto") -> torch.dtype | None:
+    """The autocast dtype of the fast path on ``device``, or None for float32 (no autocast).
+
+    ``"auto"`` (or None): on CUDA, bfloat16 where the GPU supports it (``torch.cuda.is_bf16_supported()``: float32's
+    range, so no gradient scaler and no float16 overflow) and float16 with a gradient scaler on older GPUs; on a CPU,
+    bfloat16 only where it runs natively (AVX-512 BF16 or AMX, :py:func:`cpu_supports_bf16`), else float32.
+    ``"bfloat16"``/``"bf16"``, ``"float16"``/``"fp16"``/``"half"`` or ``"float32"``/``"fp32"`` (or a ``torch.dtype``)
+    force one.
+
+    Raises:
+        ValueError: for another value, naming it and the choices.
+    """
     device = torch.device(device)
+    if isinstance(amp_dtype, torch.dtype):
+        return None if amp_dtype == torch.float32 else amp_dtype
+    choice = "auto" if amp_dtype is None else str(amp_dtype).strip().lower()
+    forced = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
+              "half": torch.float16, "float32": None, "fp32": None}
+    if choice in forced:
+        return forced[choice]
+    if choice != "auto":
+        raise ValueError(f"amp_dtype {amp_dtype!r} is not one of 'auto', 'bfloat16', 'float16' or 'float32'.")
     if device.type == "cuda":
-        return torch.float16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and cpu_supports_bf16():
         return torch.bfloat16
     return None
 
 
-def autocast(device: torch.device | str, enabled: bool = True, dtype: torch.dtype | None = None):
-    """A ``torch.autocast`` context for ``device`` (a no-op context when disabled or unsupported).
+def autocast(device: torch.device | str, enabled: bool = True, dtype: str | torch.dtype | None = "auto"):
+    """A ``torch.autocast`` context for ``device`` (a no-op context when disabled or float32 is chosen).
 
     Args:
         device: where the computation runs.
         enabled: whether mixed precision is wanted at all.
-        dtype: force an autocast dtype; default :py:func:`autocast_dtype`.
+        dtype: the autocast dtype or choice, as for :py:func:`autocast_dtype` (``"auto"`` by default;
+            ``torch.float32`` for none).
     """
     device = torch.device(device)
-    dtype = autocast_dtype(device) if dtype is None else dtype
-    if not enabled or dtype is None:
+    resolved = autocast_dtype(device, dtype)
+    if not enabled or resolved is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=resolved)
 
 
 def to_channels_last(x: torch.Tensor) -> torch.Tensor:
