@@ -32,6 +32,9 @@ class STLUMethod(SemiSupervisedMethod):
         unsup_loss: unsupervised loss ``(logits_a, logits_b) -> scalar``; default
             :py:class:`monai_stlu.losses.SymmetricPseudoLabelLoss` over the same Dice.
         gamma: the initial weight of the unsupervised loss.
+        pseudo_supervision: ``"symmetric"`` (the paper: each stream learns from the other's argmax), ``"mix_only"``
+            (only the feature-mixing stream learns, from the enhancement stream's pseudo-labels) or ``"drop_only"``
+            (only the enhancement stream learns, from the mixing stream's), an ablation.
     """
 
     ramp_attribute = "gamma"
@@ -41,8 +44,14 @@ class STLUMethod(SemiSupervisedMethod):
         sup_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         unsup_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         gamma: float = 0.0,
+        pseudo_supervision: str = "symmetric",
     ) -> None:
         super().__init__()
+        if pseudo_supervision not in ("symmetric", "mix_only", "drop_only"):
+            raise ValueError(
+                f"pseudo_supervision must be 'symmetric', 'mix_only' or 'drop_only', got {pseudo_supervision!r}."
+            )
+        self.pseudo_supervision = pseudo_supervision
         self.sup_loss = SegDiceLoss() if sup_loss is None else sup_loss
         self.unsup_loss = SymmetricPseudoLabelLoss(self.sup_loss) if unsup_loss is None else unsup_loss
         self.gamma = float(gamma)
@@ -54,7 +63,15 @@ class STLUMethod(SemiSupervisedMethod):
             raise ValueError("STLUMethod needs an unlabeled batch every iteration.")
         out = network(image_labeled, image_unlabeled)
         sup = self.sup_loss(out.drop_labeled, label) + self.sup_loss(out.mix_labeled, label)
-        unsup = self.unsup_loss(out.drop_unlabeled, out.mix_unlabeled)
+        if self.pseudo_supervision == "symmetric":
+            unsup = self.unsup_loss(out.drop_unlabeled, out.mix_unlabeled)
+        else:  # one direction: the learning stream against the other's detached argmax
+            learner, teacher = (
+                (out.mix_unlabeled, out.drop_unlabeled)
+                if self.pseudo_supervision == "mix_only"
+                else (out.drop_unlabeled, out.mix_unlabeled)
+            )
+            unsup = self.sup_loss(learner, SymmetricPseudoLabelLoss.pseudo_label(teacher))
         loss = sup + self.gamma * unsup
         return {
             "pred": out.drop_labeled,

@@ -63,6 +63,14 @@ class STLUNet(nn.Module):
         dropout_prob: channel-dropout probability of the semantic-enhancement stream.
         detach_weight: stop gradients through the FeatureMix weight.
         eps: the cosine's eps in FeatureMix.
+        mix_strategy: ``"similarity"`` (the paper's cosine-guided channel weights, :py:class:`FeatureMix`) or
+            ``"fixed"``: every channel mixed with the scalar ``mix_lambda`` (``x_m_l = l x_l + (1 - l) x_u``, and
+            symmetrically), an ablation.
+        mix_lambda: the fixed strategy's weight of a sample's own features.
+        dropout_placement: ``"cascade"``: the dropped features feed the next encoder stage and the decoder (so
+            dropout compounds through the encoder); ``"decoder"``: dropout only on the features handed to the decoder
+            (skip connections and bottleneck), the encoder itself running undisturbed, as UniMatch's feature
+            perturbation. The paper does not say which; an ablation.
         backbone: a custom backbone; when given, the V-Net arguments above are ignored.
 
     Raises:
@@ -91,8 +99,20 @@ class STLUNet(nn.Module):
         detach_weight: bool = False,
         eps: float = 1e-8,
         backbone: Optional[nn.Module] = None,
+        mix_strategy: str = "similarity",
+        mix_lambda: float = 0.5,
+        dropout_placement: str = "cascade",
     ) -> None:
         super().__init__()
+        if mix_strategy not in ("similarity", "fixed"):
+            raise ValueError(f"mix_strategy must be 'similarity' or 'fixed', got {mix_strategy!r}.")
+        if dropout_placement not in ("cascade", "decoder"):
+            raise ValueError(f"dropout_placement must be 'cascade' or 'decoder', got {dropout_placement!r}.")
+        if not 0.0 <= mix_lambda <= 1.0:
+            raise ValueError(f"mix_lambda must be in [0, 1], got {mix_lambda}.")
+        self.mix_strategy = mix_strategy
+        self.mix_lambda = float(mix_lambda)
+        self.dropout_placement = dropout_placement
         if backbone is None:
             backbone = VNet(
                 spatial_dims=spatial_dims,
@@ -139,6 +159,14 @@ class STLUNet(nn.Module):
         return self.forward_streams(x, x_unlabeled)
 
     @torch.jit.unused
+    def _mix(self, h: torch.Tensor, b: int) -> torch.Tensor:
+        if self.mix_strategy == "similarity":
+            return self.feature_mix.mix_batch(h, b)
+        lam = self.mix_lambda
+        h_l, h_u = h[:b], h[b:]
+        return torch.cat([lam * h_l + (1 - lam) * h_u, lam * h_u + (1 - lam) * h_l], dim=0)
+
+    @torch.jit.unused
     def forward_streams(
         self, x_labeled: torch.Tensor, x_unlabeled: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -159,13 +187,14 @@ class STLUNet(nn.Module):
             h_mix = stage(h_mix)
             h_drop = h_mix if shared else stage(h_drop)
             if k in self.mix_stages:
-                h_mix = self.feature_mix.mix_batch(h_mix, b)
+                h_mix = self._mix(h_mix, b)
                 shared = False
-            if k in self.dropout_stages:
+            if k in self.dropout_stages and self.dropout_placement == "cascade":
                 h_drop = self.channel_dropout(h_drop)
                 shared = False
             mixed.append(h_mix)
-            dropped.append(h_drop)
+            to_decoder = k in self.dropout_stages and self.dropout_placement == "decoder"
+            dropped.append(self.channel_dropout(h_drop) if to_decoder else h_drop)
         mix_logits = self.backbone.decode(mixed)  # type: ignore[operator]
         drop_logits = self.backbone.decode(dropped)  # type: ignore[operator]
         return STLUOutput(mix_logits[:b], mix_logits[b:], drop_logits[:b], drop_logits[b:])

@@ -1,0 +1,72 @@
+"""The paper's analyses as switches: mixing strategy, dropout placement and pseudo-supervision direction."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from monai_stlu.engines import STLUMethod
+from monai_stlu.losses import SegDiceLoss, SymmetricPseudoLabelLoss
+from monai_stlu.networks import STLUNet
+
+
+def test_fixed_lambda_mixing_matches_a_manual_two_stream_pass():
+    torch.manual_seed(0)
+    net = STLUNet(n_filters=2, mix_strategy="fixed", mix_lambda=0.7, dropout_prob=0.0).eval()
+    xl, xu = torch.randn(1, 1, 16, 16, 16), torch.randn(1, 1, 16, 16, 16)
+    out = net(xl, xu)
+    h, feats = torch.cat([xl, xu]), []
+    for stage in net.backbone.encoder:
+        h = stage(h)
+        h = torch.cat([0.7 * h[:1] + 0.3 * h[1:], 0.7 * h[1:] + 0.3 * h[:1]])
+        feats.append(h)
+    want = net.backbone.decode(feats)
+    torch.testing.assert_close(out.mix_labeled, want[:1])
+    torch.testing.assert_close(out.mix_unlabeled, want[1:])
+
+
+@pytest.mark.parametrize("placement", ["cascade", "decoder"])
+def test_dropout_placement(placement):
+    torch.manual_seed(0)
+    net = STLUNet(n_filters=2, mix_stages=[], dropout_stages=[0], dropout_prob=1.0, dropout_placement=placement).eval()
+    net.channel_dropout.train()  # p = 1: the dropped stage-0 features are all zero
+    x = torch.randn(2, 1, 16, 16, 16)
+    out = net(x[:1], x[1:])
+    plain = net.backbone.encode(x)
+    zero0 = torch.zeros_like(plain[0])
+    if placement == "decoder":  # the encoder runs undisturbed; only the decoder's stage-0 input is dropped
+        feats = [zero0, *plain[1:]]
+    else:  # the zeros cascade through every deeper stage
+        feats, h = [zero0], zero0
+        for stage in list(net.backbone.encoder)[1:]:
+            h = stage(h)
+            feats.append(h)
+    want = net.backbone.decode(feats)
+    torch.testing.assert_close(torch.cat([out.drop_labeled, out.drop_unlabeled]), want)
+
+
+@pytest.mark.parametrize("mode", ["symmetric", "mix_only", "drop_only"])
+def test_pseudo_supervision_direction(mode):
+    torch.manual_seed(0)
+    net = STLUNet(n_filters=2, dropout_prob=0.0).eval()
+    xl, xu = torch.randn(1, 1, 16, 16, 16), torch.randn(1, 1, 16, 16, 16)
+    y = (torch.rand(1, 1, 16, 16, 16) > 0.5).long()
+    method = STLUMethod(gamma=1.0, pseudo_supervision=mode)
+    result = method(net, xl, y, xu)
+    o = net(xl, xu)
+    dice, pl = SegDiceLoss(), SymmetricPseudoLabelLoss.pseudo_label
+    want = {
+        "symmetric": dice(o.drop_unlabeled, pl(o.mix_unlabeled)) + dice(o.mix_unlabeled, pl(o.drop_unlabeled)),
+        "mix_only": dice(o.mix_unlabeled, pl(o.drop_unlabeled)),
+        "drop_only": dice(o.drop_unlabeled, pl(o.mix_unlabeled)),
+    }[mode]
+    assert result["unsup"] == pytest.approx(float(want), rel=1e-5)
+
+
+def test_bad_switch_values_are_named():
+    with pytest.raises(ValueError, match="mix_strategy"):
+        STLUNet(n_filters=2, mix_strategy="mixup")
+    with pytest.raises(ValueError, match="dropout_placement"):
+        STLUNet(n_filters=2, dropout_placement="head")
+    with pytest.raises(ValueError, match="pseudo_supervision"):
+        STLUMethod(pseudo_supervision="both")
