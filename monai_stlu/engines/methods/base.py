@@ -65,6 +65,8 @@ class SemiSupervisedMethod(nn.Module):
         return teacher if isinstance(teacher, nn.Module) else network
 
     @staticmethod
-    def term(value: torch.Tensor | float) -> float:
-        """A loss term as a plain float for ``engine.state.output`` (no graph kept)."""
-        return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+    def term(value: torch.Tensor | float) -> torch.Tensor | float:
+        """A loss term for ``engine.state.output``: detached (no graph kept) and left on its device, so an iteration
+        makes no host synchronisation for logging; handlers convert it when they log
+        (:py:func:`monai_stlu.handlers.loss_terms`)."""
+        return value.detach() if isinstance(value, torch.Tensor) else float(value)

@@ -1,0 +1,44 @@
+"""The GPU speed benchmark runs at tiny size on any device (here the CPU), so it cannot rot; and an iteration keeps
+its loss terms on the device (no host synchronisation per iteration for logging)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import REPO_ROOT
+
+
+@pytest.mark.slow
+def test_gpu_speed_benchmark_tiny(tmp_path):
+    from benchmarks import gpu_speed
+
+    out = tmp_path / "speed.json"
+    gpu_speed.main(["--tiny", "--methods", "supervised,stlu", "--json", str(out)])
+    result = json.loads(out.read_text())
+    facts = result["facts"]
+    assert facts["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu") and facts["cpu"] and facts["torch"]
+    rows = {r["method"]: r for r in result["methods"]}
+    assert set(rows) == {"supervised", "stlu"}
+    for r in rows.values():
+        assert r["timed_iterations"] == 2
+        assert r["s_per_iteration"] == pytest.approx(r["loader_wait_s"] + r["step_s"], rel=0.35)
+        assert 0 <= r["loader_wait_s"] < r["s_per_iteration"] and r["step_tflop"] > 0
+    assert rows["stlu"]["step_tflop"] > rows["supervised"]["step_tflop"]  # two streams and four crops
+    assert rows["supervised"]["x_supervised"] == 1.0
+    assert result["evaluation"]["s_per_volume"] > 0 and result["evaluation"]["stride"] == [16, 16, 16]
+
+
+def test_loss_terms_stay_on_the_device_until_logged():
+    from monai_stlu.engines import SupervisedMethod
+    from monai_stlu.handlers import loss_terms
+    from monai_stlu.networks import VNet
+
+    x, y = torch.randn(2, 1, 16, 16, 16), torch.zeros(2, 1, 16, 16, 16).long()
+    out = SupervisedMethod()(VNet(n_filters=2), x, y, None)
+    assert isinstance(out["sup"], torch.Tensor) and not out["sup"].requires_grad  # no .item() in the iteration
+    logged = loss_terms(out)
+    assert isinstance(logged["sup"], float) and logged["sup"] == pytest.approx(float(out["loss"]))
+    assert (REPO_ROOT / "benchmarks" / "gpu_speed.py").is_file()
