@@ -8,6 +8,9 @@ the test list, and cached: an interrupted or repeated run resumes its checkpoint
 
     python benchmarks/quality.py run --protocol cpu --methods supervised,mean_teacher,stlu --seeds 0,1
     python benchmarks/quality.py report --protocol cpu
+    python benchmarks/quality.py robustness --protocol cpu --sigmas 0.1,0.2,0.3,0.4,0.5   # noisy test images
+    python benchmarks/quality.py run --protocol cpu --labeled 4,8,16 --seeds 0            # label-ratio sweep
+    python benchmarks/quality.py run --protocol cpu --methods stlu --tag _decoder --override --dropout_placement decoder
 
 ``run`` works in ``--work_dir`` (default ``benchmarks/work/quality_<protocol>``, git-ignored): per run its
 checkpoints, ``train.log``, ``pseudo_label_quality.csv``, the test metrics and predictions, and ``done.json``.
@@ -48,6 +51,10 @@ def run_dir(work_dir: str, method: str, seed: int, tag: str = "") -> str:
     return os.path.join(work_dir, f"{method}{tag}_seed{seed}")
 
 
+def labeled_tag(num_labeled: int | None) -> str:
+    return "" if num_labeled is None else f"_l{num_labeled}"
+
+
 def bundle(args: list[str], log_path: str) -> None:
     """``python -m monai.bundle ...`` with its output appended to ``log_path``; raises with the log's tail."""
     with open(log_path, "a") as log:
@@ -69,7 +76,8 @@ def write_json_atomic(path: str, content: dict) -> None:
 
 def run_one(opts: argparse.Namespace, method: str, seed: int) -> dict:
     """Train (resuming any checkpoint), then evaluate on the test list; cached by ``done.json``."""
-    out = run_dir(opts.work_dir, method, seed, opts.tag)
+    tag = opts.tag + labeled_tag(opts.num_labeled)
+    out = run_dir(opts.work_dir, method, seed, tag)
     done = os.path.join(out, "done.json")
     if os.path.isfile(done):
         with open(done) as f:
@@ -78,7 +86,7 @@ def run_one(opts: argparse.Namespace, method: str, seed: int) -> dict:
     common = [
         "--dataset_dir", opts.dataset_dir, "--train_list", opts.train_list, "--test_list", opts.test_list,
         "--seed", str(seed), "--ckpt_dir", os.path.join(out, "models"), "--bundle_root", os.path.join(CONFIGS, ".."),
-        *opts.override,
+        *(["--num_labeled", str(opts.num_labeled)] if opts.num_labeled is not None else []), *opts.override,
     ]
     start = time.time()
     bundle(["run", "training", "--config_file", config_files(opts.protocol, method), *common,
@@ -86,11 +94,44 @@ def run_one(opts: argparse.Namespace, method: str, seed: int) -> dict:
     trained = time.time()
     bundle(["run", "--config_file", config_files(opts.protocol, method, "evaluate.json"), *common,
             "--output_dir", os.path.join(out, "test")], os.path.join(out, "eval.log"))
-    summary = {"method": method, "seed": seed, "protocol": opts.protocol, "train_minutes": (trained - start) / 60,
-               "eval_minutes": (time.time() - trained) / 60, "override": opts.override,
+    summary = {"method": method, "seed": seed, "protocol": opts.protocol, "num_labeled": opts.num_labeled,
+               "train_minutes": (trained - start) / 60, "eval_minutes": (time.time() - trained) / 60, "override": opts.override,
                "test": mean_metrics(os.path.join(out, "test", "metrics.csv"))}
     write_json_atomic(done, summary)
     return summary
+
+
+def robustness(opts: argparse.Namespace, methods: list[str], seeds: list[int], sigmas: list[float]) -> str:
+    """Evaluate every finished (method, seed) with Gaussian noise of each ``sigma`` added to the test images; cached
+    per sigma. Returns the Dice table (mean over cases and seeds) and writes it to ``robustness.md``."""
+    table = {}
+    for method in methods:
+        for seed in seeds:
+            out = run_dir(opts.work_dir, method, seed, opts.tag + labeled_tag(opts.num_labeled))
+            if not os.path.isfile(os.path.join(out, "done.json")):
+                print(f"{method} seed {seed}: not trained yet, skipped", flush=True)
+                continue
+            for sigma in sigmas:
+                folder = os.path.join(out, f"test_noise{sigma:g}")
+                if not os.path.isfile(os.path.join(folder, "metrics.csv")):
+                    args = ["run", "--config_file", config_files(opts.protocol, method, "evaluate.json"),
+                            "--dataset_dir", opts.dataset_dir, "--train_list", opts.train_list,
+                            "--test_list", opts.test_list, "--seed", str(seed), "--bundle_root",
+                            os.path.join(CONFIGS, ".."), "--ckpt_dir", os.path.join(out, "models"),
+                            "--output_dir", folder, "--eval_noise_std", str(sigma), "--save_predictions", "false",
+                            *opts.override]
+                    bundle(args, os.path.join(out, "robustness.log"))
+                dice = mean_metrics(os.path.join(folder, "metrics.csv"))["dice"]
+                table.setdefault(method, {}).setdefault(sigma, []).append(dice)
+    lines = ["| method | " + " | ".join(f"σ {s:g}" for s in sigmas) + " |", "|---|" + "---|" * len(sigmas)]
+    for method, by_sigma in table.items():
+        cells = (by_sigma[s] for s in sigmas)
+        lines.append(f"| {method} | " + " | ".join(f"{100 * sum(v) / len(v):.2f}" for v in cells) + " |")
+    os.makedirs(opts.results_dir, exist_ok=True)
+    with open(os.path.join(opts.results_dir, "robustness.md"), "w") as f:
+        f.write("Test Dice % (mean over cases and seeds) with Gaussian noise of std σ added to the z-scored images\n\n")
+        f.write("\n".join(lines) + "\n")
+    return "\n".join(lines)
 
 
 def read_cases(path: str) -> list[dict]:
@@ -134,7 +175,7 @@ def report(opts: argparse.Namespace) -> str:
     """Tables and pictures from every finished run in ``work_dir``."""
     out = opts.results_dir
     os.makedirs(out, exist_ok=True)
-    runs = defaultdict(dict)  # method -> seed -> run folder
+    runs = defaultdict(dict)  # method (with its tag) -> seed -> run folder
     for name in sorted(os.listdir(opts.work_dir)) if os.path.isdir(opts.work_dir) else []:
         m = re.fullmatch(r"(.+)_seed(\d+)", name)
         if m and os.path.isfile(os.path.join(opts.work_dir, name, "done.json")):
@@ -145,7 +186,7 @@ def report(opts: argparse.Namespace) -> str:
     header = "| method | seeds | Dice % | Jaccard % | HD95 (vox) | ASD (vox) | HD95 (mm) | ASD (mm) | per-seed Dice % |"
     lines += [header, "|" + "---|" * 9]
     csv_rows = []
-    for method in sorted(runs, key=lambda m: METHODS.index(m.split("_tag")[0]) if m in METHODS else 99):
+    for method in sorted(runs, key=lambda m: (METHODS.index(m) if m in METHODS else 99, m)):
         rows_all, seed_means = [], []
         for seed, folder in sorted(runs[method].items()):
             rows = read_cases(os.path.join(folder, "test", "metrics.csv"))
@@ -171,7 +212,36 @@ def report(opts: argparse.Namespace) -> str:
         w.writeheader()
         w.writerows(per_case)
     plots(opts, runs, out)
+    label_sweep_plot(runs, out)
     return "\n".join(lines)
+
+
+def label_sweep_plot(runs: dict, out: str) -> None:
+    """Test Dice against the labeled count, a line per method, for runs made with ``--num_labeled`` (tag ``_lN``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = defaultdict(dict)
+    for name, seeds in runs.items():
+        m = re.fullmatch(r"(.+)_l(\d+)", name)
+        if not m:
+            continue
+        dice = [mean_metrics(os.path.join(f, "test", "metrics.csv"))["dice"] for f in seeds.values()]
+        points[m.group(1)][int(m.group(2))] = 100 * sum(dice) / len(dice)
+    if not points:
+        return
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for method, by_count in sorted(points.items()):
+        counts = sorted(by_count)
+        ax.plot(counts, [by_count[c] for c in counts], marker="o", label=method)
+    ax.set(xlabel="labeled training cases", ylabel="test Dice %", title="label-ratio sweep")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "label_sweep.png"), dpi=110)
+    plt.close(fig)
 
 
 def plots(opts: argparse.Namespace, runs: dict, out: str) -> None:
@@ -238,7 +308,7 @@ def overlay(opts: argparse.Namespace, runs: dict, out: str, plt) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["run", "report"])
+    parser.add_argument("command", choices=["run", "report", "robustness"])
     parser.add_argument("--protocol", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--methods", default="supervised,mean_teacher,stlu", help=f"comma-separated, of {METHODS}")
     parser.add_argument("--seeds", default="0,1")
@@ -248,6 +318,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work_dir", default=None)
     parser.add_argument("--results_dir", default=None)
     parser.add_argument("--tag", default="", help="a suffix of the run folders, for variants (ablations)")
+    parser.add_argument("--labeled", default=None,
+                        help="label-ratio sweep: comma-separated labeled counts (runs tagged _lN), e.g. 4,8,16")
+    parser.add_argument("--sigmas", default="0.1,0.2,0.3,0.4,0.5", help="robustness: noise std values")
     parser.add_argument("--override", nargs=argparse.REMAINDER, default=[],
                         help="further bundle overrides, e.g. --override --max_iterations 4 (must come last)")
     opts = parser.parse_args(argv)
@@ -259,13 +332,21 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"unknown method(s) {unknown}; choose from {list(METHODS)}.")
     if not os.path.isfile(os.path.join(opts.dataset_dir, opts.train_list)):
         raise SystemExit(f"no {opts.train_list} in {opts.dataset_dir}: pass --dataset_dir (the LA h5 layout).")
+    seeds = [int(s) for s in opts.seeds.split(",")]
+    counts = [int(c) for c in opts.labeled.split(",")] if opts.labeled else [None]
     if opts.command == "run":
-        for seed in [int(s) for s in opts.seeds.split(",")]:
-            for method in methods:
-                print(f"[{time.strftime('%H:%M:%S')}] {method} seed {seed} ...", flush=True)
-                result = run_one(opts, method, seed)
-                print(f"[{time.strftime('%H:%M:%S')}] {method} seed {seed}: test Dice {result['test']['dice']:.4f} "
-                      f"({result['train_minutes']:.1f} min training)", flush=True)
+        for count in counts:
+            opts.num_labeled = count
+            for seed in seeds:
+                for method in methods:
+                    label = f"{method}{opts.tag}{labeled_tag(count)} seed {seed}"
+                    print(f"[{time.strftime('%H:%M:%S')}] {label} ...", flush=True)
+                    result = run_one(opts, method, seed)
+                    print(f"[{time.strftime('%H:%M:%S')}] {label}: test Dice {result['test']['dice']:.4f} "
+                          f"({result['train_minutes']:.1f} min training)", flush=True)
+    elif opts.command == "robustness":
+        opts.num_labeled = counts[0]
+        print(robustness(opts, methods, seeds, [float(s) for s in opts.sigmas.split(",")]))
     else:
         print(report(opts))
 

@@ -188,3 +188,16 @@ def test_killed_while_saving_leaves_the_previous_checkpoint_and_resumes(tmp_path
     assert engine.state.epoch == 3 and engine.state.iteration == 6
     torch.testing.assert_close(net.weight, good["network"]["weight"])  # the no-op steps kept the resumed weights
     assert ".checkpoint_epoch=3.pt.partial" not in os.listdir(folder)  # the half-written file was cleaned up
+
+
+def test_fewer_labeled_cases_than_a_batch_is_named():
+    from monai.data import DataLoader, Dataset
+
+    from conftest import sphere_cases
+    from monai_stlu.engines import SemiSupervisedTrainer, SupervisedMethod
+    from monai_stlu.networks import VNet
+
+    net = VNet(n_filters=2)
+    loader = DataLoader(Dataset(sphere_cases(1, size=16)), batch_size=2, drop_last=True)
+    with pytest.raises(ValueError, match="1 labeled cases for batches of 2"):
+        SemiSupervisedTrainer("cpu", 1, loader, net, torch.optim.SGD(net.parameters(), lr=0.1), SupervisedMethod())

@@ -111,6 +111,13 @@ class SemiSupervisedTrainer(Trainer):
             raise TypeError(f"method must be a SemiSupervisedMethod, got {type(method).__name__}.")
         if method.uses_unlabeled and unlabeled_data_loader is None:
             raise ValueError(f"{type(method).__name__} trains on unlabeled data: pass an unlabeled_data_loader.")
+        if hasattr(train_data_loader, "__len__") and len(train_data_loader) == 0:  # type: ignore[arg-type]
+            size = len(train_data_loader.dataset) if hasattr(train_data_loader, "dataset") else "?"  # type: ignore
+            raise ValueError(
+                f"the labeled data loader yields no batch: {size} labeled cases for batches of "
+                f"{getattr(train_data_loader, 'batch_size', '?')} (incomplete batches dropped); label more cases or "
+                "use a smaller labeled_batch_size."
+            )
         super().__init__(
             device=device,
             max_epochs=max_epochs,

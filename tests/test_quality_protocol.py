@@ -1,0 +1,59 @@
+"""The quality protocol end to end at tiny size on real LA cases (a few iterations, not the budget): run (cached),
+report with its table and pictures, robustness to noise, the label-ratio sweep and an ablation switch."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import pytest
+
+from conftest import REPO_ROOT, shared_la_dir
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+TINY = ["--max_iterations", "2", "--val_interval", "2", "--patch_size", "[64,64,48]", "--n_filters", "4",
+        "--val_stride", "[64,64,48]", "--eval_stride", "[64,64,48]", "--num_labeled", "2",
+        "--val_ids", "['3DA0T2V6JJ2NLUAV6FWM']", "--pseudo_quality_cases", "1", "--ramp_iterations", "1"]
+
+
+def test_quality_protocol_tiny(tmp_path, capsys):
+    from benchmarks import quality
+
+    la = shared_la_dir()
+    test_list = tmp_path / "two_test.list"
+    test_list.write_text("".join(line + "\n" for line in (la / "subset_test.list").read_text().split()[:2]))
+    common = ["--protocol", "cpu", "--dataset_dir", str(la), "--train_list", "subset_train.list",
+              "--test_list", str(test_list), "--work_dir", str(tmp_path / "work"), "--results_dir", str(tmp_path / "res")]
+    quality.main(["run", "--methods", "supervised,stlu", "--seeds", "0", *common, "--override", *TINY])
+    done = json.loads((tmp_path / "work" / "stlu_seed0" / "done.json").read_text())
+    assert done["method"] == "stlu" and 0 <= done["test"]["dice"] <= 1
+    assert (tmp_path / "work" / "stlu_seed0" / "train" / "pseudo_label_quality.csv").is_file()
+    assert not (tmp_path / "work" / "supervised_seed0" / "train" / "pseudo_label_quality.csv").exists()
+    mtime = os.path.getmtime(tmp_path / "work" / "stlu_seed0" / "done.json")
+    quality.main(["run", "--methods", "stlu", "--seeds", "0", *common, "--override", *TINY])  # cached: skipped
+    assert os.path.getmtime(tmp_path / "work" / "stlu_seed0" / "done.json") == mtime
+
+    # an ablation switch and the label-ratio sweep are runs of their own, tagged
+    quality.main(["run", "--methods", "stlu", "--seeds", "0", "--tag", "_decoder", *common, "--override", *TINY,
+                  "--dropout_placement", "decoder"])
+    quality.main(["run", "--methods", "supervised", "--seeds", "0", "--labeled", "2,3", *common, "--override",
+                  *[t for t in TINY if t not in ("--num_labeled", "2")]])
+    assert {p.name for p in (tmp_path / "work").iterdir()} >= {"stlu_decoder_seed0", "supervised_l2_seed0",
+                                                                "supervised_l3_seed0"}
+
+    quality.main(["robustness", "--methods", "supervised,stlu", "--seeds", "0", "--sigmas", "0.3", *common,
+                  "--override", *TINY])
+    robust = (tmp_path / "res" / "robustness.md").read_text()
+    assert "| supervised |" in robust and "σ 0.3" in robust
+
+    quality.main(["report", *common])
+    summary = (tmp_path / "res" / "summary.md").read_text()
+    for name in ("supervised", "stlu", "stlu_decoder", "supervised_l2", "supervised_l3"):
+        assert f"| {name} | 1 |" in summary
+    with open(tmp_path / "res" / "per_case.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 5 * 2 and {r["case"] for r in rows} == set(test_list.read_text().split())
+    for png in ("learning_curves.png", "overlay.png", "label_sweep.png"):
+        assert (tmp_path / "res" / png).stat().st_size > 10_000
+    assert (REPO_ROOT / "bundles" / "stlu_la" / "configs" / "gpu_protocol.json").is_file()
