@@ -5,7 +5,8 @@
     python benchmarks/gpu_speed.py --json OUT.json                   # the bundle's full configuration
     python benchmarks/gpu_speed.py --tiny --json OUT.json            # tiny sizes on any device (CI, CPU)
 
-Per method: seconds per iteration (median of the timed iterations after warm-up), split into the time spent waiting
+Per method: parameters (the exported network, and what the method adds: a teacher, a second network), seconds per
+iteration (median of the timed iterations after warm-up), split into the time spent waiting
 for the labeled and unlabeled loaders and the time in the step (forward, loss, backward, optimizer; CUDA-synchronised
 at iteration boundaries, so the split is exact), peak GPU memory, the step's FLOPs (``torch.utils.flop_counter``,
 one iteration) and the achieved fraction of the device's dense half-precision peak (``--peak_tflops``, known for
@@ -116,6 +117,9 @@ def time_method(method: str, overrides: dict, warmup: int, timed: int, device: t
     }
     if device.type == "cuda":
         result["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    result["parameters"] = sum(p.numel() for p in trainer.network.parameters())
+    extra = [m for m in trainer.method.modules() if m is not trainer.method and isinstance(m, torch.nn.Module)]
+    result["method_parameters"] = sum(p.numel() for p in trainer.method.parameters()) if extra else 0
     result["step_tflop"] = step_flops(trainer) / 1e12
     if peak:
         result["fraction_of_peak"] = result["step_tflop"] / result["step_s"] / peak

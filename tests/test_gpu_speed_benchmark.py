@@ -28,6 +28,9 @@ def test_gpu_speed_benchmark_tiny(tmp_path):
         assert 0 <= r["loader_wait_s"] < r["s_per_iteration"] and r["step_tflop"] > 0
     assert rows["stlu"]["step_tflop"] > rows["supervised"]["step_tflop"]  # two streams and four crops
     assert rows["supervised"]["x_supervised"] == 1.0
+    from monai_stlu.networks import STLUNet
+
+    assert rows["stlu"]["parameters"] == sum(p.numel() for p in STLUNet(n_filters=4).parameters())
     assert result["evaluation"]["s_per_volume"] > 0 and result["evaluation"]["stride"] == [16, 16, 16]
 
 
