@@ -118,8 +118,7 @@ def time_method(method: str, overrides: dict, warmup: int, timed: int, device: t
     if device.type == "cuda":
         result["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     result["parameters"] = sum(p.numel() for p in trainer.network.parameters())
-    extra = [m for m in trainer.method.modules() if m is not trainer.method and isinstance(m, torch.nn.Module)]
-    result["method_parameters"] = sum(p.numel() for p in trainer.method.parameters()) if extra else 0
+    result["method_parameters"] = sum(p.numel() for p in trainer.method.parameters())  # teacher, second network
     result["step_tflop"] = step_flops(trainer) / 1e12
     if peak:
         result["fraction_of_peak"] = result["step_tflop"] / result["step_s"] / peak
