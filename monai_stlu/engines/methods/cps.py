@@ -26,7 +26,8 @@ class CPSMethod(SemiSupervisedMethod):
     """``L = sup(A) + sup(B) + w(t) [CE(A(x_u), argmax B(x_u)) + CE(B(x_u), argmax A(x_u))]``.
 
     Network A is the trainer's network (the one saved as ``model.pt`` and exported); network B is a copy of it
-    re-initialised with ``seed_b``, owned by the method (saved in its checkpoint state) and added to the trainer's
+    re-initialised with ``seed_b`` (SSL4MIS draws A's convolutions Kaiming-normal and B's Xavier-normal: ``init_a``,
+    ``init_b``), owned by the method (saved in its checkpoint state) and added to the trainer's
     optimizer as a second parameter group. Pseudo-labels are detached. ``consistency_weight`` is set by a
     :py:class:`monai_stlu.handlers.RampUpHandler` in the bundles.
 
@@ -63,7 +64,8 @@ class CPSMethod(SemiSupervisedMethod):
         """Create network B (same architecture, new initialisation) and add it to the optimizer."""
         if self.network_b is None:
             init_weights(engine.network, self.init_a)
-            self.network_b = init_weights(reinitialize(copy.deepcopy(engine.network), self.seed_b), self.init_b, self.seed_b)
+            network_b = reinitialize(copy.deepcopy(engine.network), self.seed_b)
+            self.network_b = init_weights(network_b, self.init_b, self.seed_b)
         engine.optimizer.add_param_group({"params": list(self.network_b.parameters())})
 
     @staticmethod
