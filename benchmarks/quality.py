@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import json
 import os
 import re
@@ -293,9 +294,9 @@ def overlay(opts: argparse.Namespace, runs: dict, out: str, plt) -> None:
         ax.contour(label[:, :, z].T, levels=[0.5], colors="white", linewidths=1.2)
         for color, (method, seeds) in zip(colors, sorted(runs.items())):
             folder = seeds[min(seeds)]
-            path = os.path.join(folder, "test", "predictions", f"{case}_seg.nii.gz")
-            if os.path.isfile(path):
-                pred = np.asarray(nib.load(path).dataobj)
+            found = sorted(glob.glob(os.path.join(folder, "test", "predictions", f"{case}_seg*.nii.gz")))
+            if found:
+                pred = np.asarray(nib.load(found[0]).dataobj)
                 ax.contour(pred[:, :, z].T, levels=[0.5], colors=color, linewidths=0.9)
                 ax.plot([], [], color=color, label=method)
         ax.set_title(f"{case[:8]} z={z}", fontsize=8)

@@ -29,6 +29,8 @@ def test_quality_protocol_tiny(tmp_path, capsys):
     done = json.loads((tmp_path / "work" / "stlu_seed0" / "done.json").read_text())
     assert done["method"] == "stlu" and 0 <= done["test"]["dice"] <= 1
     assert (tmp_path / "work" / "stlu_seed0" / "train" / "pseudo_label_quality.csv").is_file()
+    predictions = sorted(p.name for p in (tmp_path / "work" / "stlu_seed0" / "test" / "predictions").iterdir())
+    assert predictions == sorted(f"{case}_seg.nii.gz" for case in test_list.read_text().split())
     assert not (tmp_path / "work" / "supervised_seed0" / "train" / "pseudo_label_quality.csv").exists()
     mtime = os.path.getmtime(tmp_path / "work" / "stlu_seed0" / "done.json")
     quality.main(["run", "--methods", "stlu", "--seeds", "0", *common, "--override", *TINY])  # cached: skipped
