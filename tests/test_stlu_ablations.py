@@ -70,3 +70,27 @@ def test_bad_switch_values_are_named():
         STLUNet(n_filters=2, dropout_placement="head")
     with pytest.raises(ValueError, match="pseudo_supervision"):
         STLUMethod(pseudo_supervision="both")
+
+
+def test_confidence_gated_pseudo_labels_leave_unconfident_voxels_out():
+    import numpy as np
+
+    torch.manual_seed(1)
+    a, b = torch.randn(2, 2, 6, 5, 4, dtype=torch.float64), torch.randn(2, 2, 6, 5, 4, dtype=torch.float64) * 2
+    plain = SymmetricPseudoLabelLoss()
+    torch.testing.assert_close(SymmetricPseudoLabelLoss(threshold=0.0)(a, b), plain(a, b))  # every voxel counts
+
+    def gated64(learner, teacher, tau):  # squared foreground Dice over the batch, confident voxels only (float64)
+        p = torch.softmax(learner, 1)[:, 1].numpy()
+        t = torch.softmax(teacher, 1).numpy()
+        y, m = (t[:, 1] > t[:, 0]).astype(float), (t.max(1) >= tau).astype(float)
+        return 1 - (2 * (p * y * m).sum() + 1e-5) / ((p * p * m).sum() + (y * m).sum() + 1e-5)
+
+    loss = SymmetricPseudoLabelLoss(threshold=0.8)
+    want = gated64(a, b, 0.8) + gated64(b, a, 0.8)
+    assert float(loss(a, b)) == pytest.approx(want, rel=1e-5)
+    assert abs(want - float(plain(a, b))) > 1e-3 and np.isfinite(want)
+    method = STLUMethod(gamma=1.0, pseudo_threshold=0.8)
+    assert method.unsup_loss.threshold == 0.8
+    with pytest.raises(TypeError, match="MONAI DiceLoss"):
+        SymmetricPseudoLabelLoss(loss=lambda x, y: x.mean(), threshold=0.5)

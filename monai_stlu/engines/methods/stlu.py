@@ -35,6 +35,8 @@ class STLUMethod(SemiSupervisedMethod):
         pseudo_supervision: ``"symmetric"`` (the paper: each stream learns from the other's argmax), ``"mix_only"``
             (only the feature-mixing stream learns, from the enhancement stream's pseudo-labels) or ``"drop_only"``
             (only the enhancement stream learns, from the mixing stream's), an ablation.
+        pseudo_threshold: confidence-gated pseudo-labels: only voxels where the stream making the pseudo-label has a
+            largest softmax probability ``>= pseudo_threshold`` count (None: all, as the paper), an ablation.
     """
 
     ramp_attribute = "gamma"
@@ -45,6 +47,7 @@ class STLUMethod(SemiSupervisedMethod):
         unsup_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         gamma: float = 0.0,
         pseudo_supervision: str = "symmetric",
+        pseudo_threshold: float | None = None,
     ) -> None:
         super().__init__()
         if pseudo_supervision not in ("symmetric", "mix_only", "drop_only"):
@@ -53,7 +56,9 @@ class STLUMethod(SemiSupervisedMethod):
             )
         self.pseudo_supervision = pseudo_supervision
         self.sup_loss = SegDiceLoss() if sup_loss is None else sup_loss
-        self.unsup_loss = SymmetricPseudoLabelLoss(self.sup_loss) if unsup_loss is None else unsup_loss
+        self.unsup_loss = SymmetricPseudoLabelLoss(self.sup_loss, pseudo_threshold) if unsup_loss is None else unsup_loss
+        if pseudo_supervision != "symmetric" and not hasattr(self.unsup_loss, "directed"):
+            raise ValueError("a one-directional pseudo_supervision needs an unsup_loss with `directed` (SymmetricPseudoLabelLoss).")
         self.gamma = float(gamma)
 
     def forward(  # type: ignore[override]
@@ -71,7 +76,7 @@ class STLUMethod(SemiSupervisedMethod):
                 if self.pseudo_supervision == "mix_only"
                 else (out.drop_unlabeled, out.mix_unlabeled)
             )
-            unsup = self.sup_loss(learner, SymmetricPseudoLabelLoss.pseudo_label(teacher))
+            unsup = self.unsup_loss.directed(learner, teacher)
         loss = sup + self.gamma * unsup
         return {
             "pred": out.drop_labeled,
