@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from monai_stlu.networks.utils import unwrap
+
 __all__ = [
     "CheckpointMismatchError",
     "describe_state_dict",
@@ -17,7 +19,6 @@ __all__ = [
     "check_state_dict_fits",
     "check_run_matches",
     "check_checkpoint_fits",
-    "unwrap",
 ]
 
 _WAYS_OUT = (
@@ -28,11 +29,6 @@ _WAYS_OUT = (
 
 class CheckpointMismatchError(RuntimeError):
     """A checkpoint was written by another method, network or configuration than the one being built."""
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The module inside ``DataParallel``/``DistributedDataParallel`` (what checkpoints store), else ``module``."""
-    return module.module if isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else module
 
 
 def describe_state_dict(state: Mapping[str, Any]) -> str:
@@ -85,7 +81,6 @@ def check_state_dict_fits(
     state: Mapping[str, Any],
     path: str,
     written_by: str | None = None,
-    building: str | None = None,
 ) -> None:
     """Raise :py:class:`CheckpointMismatchError` when ``state`` cannot be loaded strictly into ``module``.
 
@@ -94,7 +89,6 @@ def check_state_dict_fits(
         state: the state dict read from ``path``.
         path: the checkpoint file, named in the message.
         written_by: what wrote the file (e.g. ``"an STLUMethod run"``); default: the network the keys describe.
-        building: what is being built; default: the module's own description.
 
     Raises:
         CheckpointMismatchError: one sentence naming the file, what wrote it, what is being built, and the two ways
@@ -106,7 +100,7 @@ def check_state_dict_fits(
         return
     raise CheckpointMismatchError(
         f"{path} was written by {written_by or describe_state_dict(state)} and does not fit the "
-        f"{building or describe_module(module)} being built ({diff}): {_WAYS_OUT}."
+        f"{describe_module(module)} being built ({diff}): {_WAYS_OUT}."
     )
 
 

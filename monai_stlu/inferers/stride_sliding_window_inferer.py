@@ -11,7 +11,7 @@ import torch
 from monai.inferers import SlidingWindowInferer
 from torch import nn
 
-from monai_stlu.networks.utils import fuse_conv_bn
+from monai_stlu.networks.utils import fuse_conv_bn, unwrap
 from monai_stlu.utils.flags import as_bool
 from monai_stlu.utils.fast_path import as_plain_tensor, autocast, to_channels_last
 
@@ -94,9 +94,7 @@ class StrideSlidingWindowInferer(SlidingWindowInferer):
             and not isinstance(network, torch.jit.ScriptModule)
             and not network.training
         ):
-            if isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-                network = network.module  # inference needs no gradient synchronisation; DDP cannot be deep-copied
-            network = fuse_conv_bn(network)
+            network = fuse_conv_bn(unwrap(network))  # inference needs no gradient synchronisation
             if self.channels_last:
                 for p in network.parameters():
                     p.data = to_channels_last(p.data)

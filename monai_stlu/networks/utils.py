@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["fuse_conv_bn", "size_divisor", "check_patch_size"]
+__all__ = ["fuse_conv_bn", "size_divisor", "check_patch_size", "unwrap"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -82,3 +82,9 @@ def check_patch_size(patch_size: Sequence[int], network: nn.Module, name: str = 
             f"{divisor} (e.g. {below} or {above})."
         )
     return size
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module inside ``DataParallel``/``DistributedDataParallel`` (what checkpoints store and what inference
+    needs: DDP cannot be deep-copied), else ``module``."""
+    return module.module if isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else module
