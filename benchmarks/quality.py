@@ -68,6 +68,18 @@ def bundle(args: list[str], log_path: str) -> None:
         raise RuntimeError(f"monai.bundle {args[0]} failed ({proc.returncode}); see {log_path}:\n{tail}")
 
 
+def code_version() -> str:
+    """The commit of the code that trained a run (``+dirty`` when the work tree differs), or "unknown" outside git."""
+    try:
+        head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def write_json_atomic(path: str, content: dict) -> None:
     tmp = path + ".partial"
     with open(tmp, "w") as f:
@@ -96,6 +108,7 @@ def run_one(opts: argparse.Namespace, method: str, seed: int) -> dict:
     bundle(["run", "--config_file", config_files(opts.protocol, method, "evaluate.json"), *common,
             "--output_dir", os.path.join(out, "test")], os.path.join(out, "eval.log"))
     summary = {"method": method, "seed": seed, "protocol": opts.protocol, "num_labeled": opts.num_labeled,
+               "commit": code_version(),
                "train_minutes": (trained - start) / 60, "eval_minutes": (time.time() - trained) / 60, "override": opts.override,
                "test": mean_metrics(os.path.join(out, "test", "metrics.csv"))}
     write_json_atomic(done, summary)
