@@ -1,0 +1,70 @@
+"""The bundle's two training loaders (labeled and unlabeled) run side by side, each in its own background thread
+(``ThreadDataLoader``). MONAI's random transforms keep their last draw on the instance (``RandSpatialCropd`` draws a
+crop, then cuts every key with it), so one transform instance shared by the two threads can cut a labeled image and
+its label at different places, or at another volume's size. Each loader must own its transforms."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import torch
+from monai.bundle import ConfigParser
+from monai.transforms import Randomizable
+
+from conftest import REPO_ROOT
+
+CONFIGS = REPO_ROOT / "bundles" / "stlu_la" / "configs"
+
+
+def write_cases(root, shapes, seed=0):
+    """Cases whose label is recoverable from the image: foreground voxels are brighter than every background one."""
+    rng = np.random.RandomState(seed)
+    ids = []
+    for i, shape in enumerate(shapes):
+        label = (rng.uniform(size=[s // 8 for s in shape]) > 0.5).repeat(8, 0).repeat(8, 1).repeat(8, 2)
+        image = label * 10.0 + rng.uniform(size=label.shape)
+        folder = root / "2018LA_Seg_Training Set" / f"CASE{i:02d}"
+        folder.mkdir(parents=True)
+        with h5py.File(folder / "mri_norm2.h5", "w") as f:
+            f.create_dataset("image", data=image.astype(np.float32))
+            f.create_dataset("label", data=label.astype(np.uint8))
+        ids.append(f"CASE{i:02d}")
+    (root / "train.list").write_text("\n".join(ids) + "\n")
+    (root / "test.list").write_text(ids[0] + "\n")
+    return str(root)
+
+
+def random_transform_ids(loader) -> set[int]:
+    return {id(t) for t in loader.dataset.transform.flatten().transforms if isinstance(t, Randomizable)}
+
+
+def test_labeled_and_unlabeled_loaders_own_their_transforms(tmp_path):
+    # labeled cases 64 wide, unlabeled ones of other sizes: a crop drawn for one cut from the other shows
+    shapes = [(64, 64, 48)] * 4 + [(88, 72, 56), (72, 96, 48), (96, 80, 64), (80, 88, 56)]
+    data = write_cases(tmp_path / "data", shapes)
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "quick.json")])
+    parser.update({"bundle_root": str(tmp_path), "dataset_dir": data, "num_val": 0, "num_labeled": 4,
+                   "patch_size": [48, 48, 32], "progress": False})
+    labeled = parser.get_parsed_content("train#dataloader")
+    unlabeled = parser.get_parsed_content("train#unlabeled_dataloader")
+    assert type(labeled).__name__ == type(unlabeled).__name__ == "ThreadDataLoader"
+    assert random_transform_ids(labeled) and not random_transform_ids(labeled) & random_transform_ids(unlabeled)
+
+    # each draws its own random stream: the unlabeled crops, rotations and flips do not repeat the labeled ones
+    crop_states = [next(t for t in loader.dataset.transform.flatten().transforms if type(t).__name__ ==
+                        "RandSpatialCropd").R.get_state()[1] for loader in (labeled, unlabeled)]
+    assert not np.array_equal(*crop_states)
+
+    passes = 25
+    for _ in range(passes):
+        n = 0
+        for batch, _ in zip(labeled, unlabeled):  # the trainer draws from both, their threads running together
+            image, label = torch.as_tensor(batch["image"]), torch.as_tensor(batch["label"])
+            assert image.shape == label.shape == (2, 1, 48, 48, 32)
+            for img, lab in zip(image, label):
+                fg, bg = img[lab > 0], img[lab == 0]
+                assert fg.numel() and bg.numel()
+                assert fg.min() > bg.max(), "a labeled crop's image and label were cut at different places"
+            n += 1
+        assert n == len(labeled)  # a loader thread that died on a bad crop would end the pass early
