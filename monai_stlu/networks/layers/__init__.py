@@ -1,3 +1,4 @@
 from __future__ import annotations
 
 from .feature_mix import FeatureMix
+from .guarded_conv import GuardedConv3d

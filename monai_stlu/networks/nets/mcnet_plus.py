@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from monai_stlu.networks.layers.guarded_conv import GuardedConv3d
 from monai_stlu.networks.nets.vnet import DecoderStage, VNet
 
 __all__ = ["MCNetPlus"]
@@ -55,7 +56,7 @@ class MCNetPlus(nn.Module):
             spatial_dims, in_channels, out_channels, n_filters, normalization, dropout=dropout, dropout_prob=dropout_prob
         )
         ch = self.backbone.encoder_channels
-        conv_t = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+        conv_t = GuardedConv3d if spatial_dims == 3 else nn.Conv2d
         self.extra_decoders = nn.ModuleList(
             [
                 nn.ModuleList(

@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from monai_stlu.networks.layers.guarded_conv import GuardedConv3d
+
 __all__ = ["VNet", "ConvStage", "DecoderStage"]
 
 _NORMALIZATIONS = ("batch", "instance", "group", "none")
@@ -49,7 +51,7 @@ class ConvStage(nn.Sequential):
         normalization: str = "batch",
         downsample: bool = False,
     ) -> None:
-        conv_t = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+        conv_t = GuardedConv3d if spatial_dims == 3 else nn.Conv2d
         layers: list[nn.Module] = []
         channels = in_channels
         if downsample:
@@ -96,7 +98,7 @@ class DecoderStage(nn.Module):
             layers = [convt_t(in_channels, out_channels, kernel_size=2, stride=2, padding=0)]
         elif upsample in ("trilinear", "nearest"):
             mode = "nearest" if upsample == "nearest" else ("trilinear" if spatial_dims == 3 else "bilinear")
-            conv_t = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+            conv_t = GuardedConv3d if spatial_dims == 3 else nn.Conv2d
             # MC-Net's trilinear decoder interpolates with align_corners=True
             interp = nn.Upsample(scale_factor=2, mode=mode, align_corners=None if mode == "nearest" else True)
             layers = [interp, conv_t(in_channels, out_channels, kernel_size=3, padding=1)]
@@ -195,7 +197,7 @@ class VNet(nn.Module):
         )
         drop_t = nn.Dropout3d if spatial_dims == 3 else nn.Dropout2d
         self.dropout = drop_t(p=dropout_prob) if dropout else nn.Identity()
-        conv_t = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+        conv_t = GuardedConv3d if spatial_dims == 3 else nn.Conv2d
         self.head = conv_t(n_filters, out_channels, kernel_size=1, padding=0)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
