@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from monai_stlu.data.datalist import LA_CASE_PATH
+
 __all__ = ["synth", "check", "main"]
 
 
@@ -34,6 +36,8 @@ def check(
     num_val: int = 4,
     num_classes: int = 2,
     datalist_file: str | None = None,
+    case_path: str = LA_CASE_PATH,
+    val_list: str | None = None,
 ) -> int:
     """Read every case of a data set and report the first problem (missing or unreadable file, missing dataset,
     shape mismatch, NaN/Inf, label values outside the classes). Returns the number of cases checked.
@@ -42,7 +46,9 @@ def check(
 
     from monai_stlu.data import H5Reader, ValidateSegmentationd, semi_supervised_split
 
-    split = semi_supervised_split(dataset_dir, datalist_file, train_list, test_list, num_labeled, num_val)
+    split = semi_supervised_split(
+        dataset_dir, datalist_file, train_list, test_list, num_labeled, num_val, case_path=case_path, val_list=val_list
+    )
     load = Compose(
         [
             LoadImaged("image", reader=H5Reader("image")),

@@ -16,7 +16,7 @@ import torch
 
 from bundle_utils import config_list, run_bundle
 from conftest import REPO_ROOT
-from monai_stlu.data import ValidateSegmentationd, json_split, la_split, write_synthetic_la
+from monai_stlu.data import ValidateSegmentationd, json_split, h5_split, write_synthetic_la
 
 CONFIGS = REPO_ROOT / "bundles" / "stlu_la" / "configs"
 
@@ -33,7 +33,7 @@ def case_path(root, case_id):
 def test_empty_dataset_dir(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"No LA data at '.*empty' \(no train.list there\).*--dataset_dir"):
-        la_split(str(tmp_path / "empty"))
+        h5_split(str(tmp_path / "empty"))
 
 
 def test_truncated_h5(synth):
@@ -42,14 +42,14 @@ def test_truncated_h5(synth):
     with open(path, "wb") as f:
         f.write(data[: len(data) // 3])
     with pytest.raises(ValueError, match="SYNTH0003.*not a readable HDF5"):
-        la_split(synth, num_labeled=2, num_val=1)
+        h5_split(synth, num_labeled=2, num_val=1)
 
 
 def test_labeled_count_out_of_range(synth):
     with pytest.raises(ValueError, match="num_labeled must be >= 1, got 0"):
-        la_split(synth, num_labeled=0, num_val=1)
+        h5_split(synth, num_labeled=0, num_val=1)
     with pytest.raises(ValueError, match=r"train.list: 8 training cases cannot give 9 labeled \+ 0 validation"):
-        la_split(synth, num_labeled=9, num_val=0)
+        h5_split(synth, num_labeled=9, num_val=0)
 
 
 def test_datalist_json_problems(tmp_path):

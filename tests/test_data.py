@@ -9,7 +9,7 @@ import pytest
 import torch
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
-from monai_stlu.data import H5Reader, ValidateSegmentationd, find_images, json_split, la_split, write_synthetic_la
+from monai_stlu.data import H5Reader, ValidateSegmentationd, find_images, json_split, h5_split, write_synthetic_la
 
 
 @pytest.fixture()
@@ -58,7 +58,7 @@ def rewrite(path, **datasets):
 
 
 def test_split_and_reader(synth):
-    split = la_split(synth, num_labeled=2, num_val=1)
+    split = h5_split(synth, num_labeled=2, num_val=1)
     assert [len(split[k]) for k in ("labeled", "unlabeled", "val", "test")] == [2, 3, 1, 2]
     assert all("label" not in c for c in split["unlabeled"])
     d = load(split["labeled"][0])
@@ -73,7 +73,7 @@ def test_split_and_reader(synth):
 
 def test_no_data_message_says_where_to_get_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="--dataset_dir") as e:
-        la_split(str(tmp_path / "nowhere"))
+        h5_split(str(tmp_path / "nowhere"))
     assert "UA-MT" in str(e.value) and "python -m monai_stlu synth" in str(e.value)
 
 
@@ -81,12 +81,12 @@ def test_missing_listed_case(synth):
     with open(os.path.join(synth, "train.list"), "a") as f:
         f.write("NOT_THERE\n")
     with pytest.raises(FileNotFoundError, match="NOT_THERE listed in .*train.list is missing"):
-        la_split(synth, num_labeled=2, num_val=1)
+        h5_split(synth, num_labeled=2, num_val=1)
 
 
 def test_too_few_cases(synth):
     with pytest.raises(ValueError, match="cannot give 5 labeled \\+ 2 validation"):
-        la_split(synth, num_labeled=5, num_val=2)
+        h5_split(synth, num_labeled=5, num_val=2)
 
 
 def test_unreadable_h5(synth):
@@ -94,7 +94,7 @@ def test_unreadable_h5(synth):
     with open(path, "wb") as f:
         f.write(b"this is not hdf5")
     with pytest.raises(ValueError, match="SYNTH0001.*not a readable HDF5"):
-        la_split(synth, num_labeled=2, num_val=1)
+        h5_split(synth, num_labeled=2, num_val=1)
     with pytest.raises(ValueError, match="not a readable HDF5"):
         H5Reader("image").read(path)
 
@@ -103,7 +103,7 @@ def test_missing_label_dataset(synth):
     path = case_path(synth, "SYNTH0002")
     rewrite(path, image=np.zeros((32, 32, 16), np.float32))
     with pytest.raises(ValueError, match="SYNTH0002.*no dataset 'label'"):
-        la_split(synth, num_labeled=2, num_val=1)
+        h5_split(synth, num_labeled=2, num_val=1)
     with pytest.raises(ValueError, match="no dataset 'label'"):
         H5Reader("label").read(path)
 
@@ -112,7 +112,7 @@ def test_shape_mismatch(synth):
     path = case_path(synth, "SYNTH0000")
     rewrite(path, image=np.zeros((32, 32, 16), np.float32), label=np.zeros((32, 30, 16), np.uint8))
     with pytest.raises(ValueError, match="SYNTH0000.*shape mismatch"):
-        la_split(synth, num_labeled=2, num_val=1)
+        h5_split(synth, num_labeled=2, num_val=1)
     raises_from_load({"image": path, "label": path}, "SYNTH0000.*label shape .* does not match image shape")
 
 

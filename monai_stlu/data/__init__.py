@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from .datalist import DATA_HELP, check_h5_case, json_split, la_split, semi_supervised_split
+from .datalist import DATA_HELP, LA_CASE_PATH, check_h5_case, h5_split, json_split, semi_supervised_split
 from .h5_reader import H5Reader
 from .synthetic import synthetic_case, write_synthetic_la
 from .validate_case import ValidateSegmentationd

@@ -1,6 +1,6 @@
 # Copyright (c) monai_stlu contributors
 # Licensed under the Apache License, Version 2.0
-"""Labeled / unlabeled / validation / test splits from the LA h5 layout or an MSD-style datalist JSON."""
+"""Labeled / unlabeled / validation / test splits from the community h5 layouts or an MSD-style datalist JSON."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import json
 import os
 from collections.abc import Sequence
 
-__all__ = ["semi_supervised_split", "la_split", "json_split", "check_h5_case", "DATA_HELP"]
+__all__ = ["semi_supervised_split", "h5_split", "json_split", "check_h5_case", "DATA_HELP", "LA_CASE_PATH"]
 
 DATA_HELP = (
-    "The LA benchmark (2018 Atrial Segmentation Challenge, preprocessed to h5 by UA-MT) is in the data/ folder of "
-    "the yulequan/UA-MT repository on GitHub: a directory holding train.list, test.list and "
-    "'2018LA_Seg_Training Set/<ID>/mri_norm2.h5'. Point the bundle at it with --dataset_dir DIR (and "
+    "Each bundle's docs/README.md says where its data come from (LA: the data/ folder of the yulequan/UA-MT "
+    "repository on GitHub, a directory holding train.list, test.list and '2018LA_Seg_Training Set/<ID>/mri_norm2.h5'). "
+    "Point the bundle at it with --dataset_dir DIR (and "
     "--train_list/--test_list if your list files have other names), or give your own NIfTI data with "
     "--datalist_file datalist.json (MSD style). For a demo without data run: "
     "python -m monai_stlu synth DIR, then --dataset_dir DIR."
@@ -78,55 +78,73 @@ def _split_labeled(
     }
 
 
-def la_split(
+LA_CASE_PATH = "2018LA_Seg_Training Set/{id}/mri_norm2.h5"
+
+
+def h5_split(
     dataset_dir: str,
     train_list: str = "train.list",
     test_list: str = "test.list",
     num_labeled: int = 8,
     num_val: int = 4,
-    image_dir: str = "2018LA_Seg_Training Set",
-    file_name: str = "mri_norm2.h5",
+    case_path: str = LA_CASE_PATH,
     check: bool = True,
     val_ids: Sequence[str] | None = None,
+    val_list: str | None = None,
+    dataset_name: str = "LA",
 ) -> dict[str, list[dict]]:
-    """Split the community LA layout: labeled = the first ``num_labeled`` IDs of ``train_list``, validation = its
-    last ``num_val`` IDs, unlabeled = the IDs in between, test = ``test_list``.
+    """Split a community h5 layout (one h5 file per case with ``image`` and ``label`` datasets, ID list files):
+    labeled = the first ``num_labeled`` IDs of ``train_list``, validation = its last ``num_val`` IDs (or the
+    named ``val_ids``, or the IDs of ``val_list``), unlabeled = the other training IDs, test = ``test_list``.
 
-    The published protocol (UA-MT, MC-Net, BCP, STLU-Net) uses ``train.list[:N]`` as labeled (N = 8 or 16) and
-    the other ``80 - N`` as unlabeled, and selects checkpoints on the test set; here ``num_val`` cases are held out
-    of the unlabeled set for model selection instead (``num_val=0`` restores the published unlabeled set).
+    The published protocol (UA-MT, MC-Net, BCP, STLU-Net) uses ``train.list[:N]`` as labeled (N = 8 or 16 on LA) and
+    the other training cases as unlabeled, and selects checkpoints on the test set; here ``num_val`` cases are held
+    out of the unlabeled set for model selection instead (``num_val=0`` restores the published unlabeled set).
+    BraTS-2019 (SSL4MIS) publishes its own validation list: pass it as ``val_list``.
 
     Args:
-        dataset_dir: directory with the list files and ``image_dir``.
+        dataset_dir: directory with the list files and the cases.
         train_list: training split list file name (relative to ``dataset_dir``) or path.
-        test_list: test split list file name or path.
+        test_list: test split list file name or path (a missing file gives no test cases).
         num_labeled: number of labeled cases.
         num_val: number of validation cases held out from the end of the training list.
-        image_dir: folder with one sub-folder per case ID.
-        file_name: the h5 file inside each case folder.
+        case_path: where a case lies, relative to ``dataset_dir``, with ``{id}`` for the ID: LA
+            ``"2018LA_Seg_Training Set/{id}/mri_norm2.h5"``, Pancreas-CT ``"Pancreas_h5/{id}_norm.h5"``, BraTS-2019
+            ``"data/{id}.h5"``.
         check: open every listed h5 file (no decoding) to fail early on missing or malformed cases.
         val_ids: name the validation cases instead (IDs of ``train_list`` outside the labeled ones); ``num_val`` is
             then ignored.
+        val_list: a list file of validation cases outside ``train_list``; ``num_val`` and ``val_ids`` are then
+            ignored.
+        dataset_name: named in the error when no data are found.
 
     Returns:
         ``{"labeled", "unlabeled", "val", "test"}``: lists of ``{"image", "label", "id"}`` dicts (unlabeled
         cases have no ``"label"``). ``image`` and ``label`` are the same h5 path; the readers pick the dataset.
 
     Raises:
-        FileNotFoundError: no data at ``dataset_dir`` (the message says where to get it), a missing list, or a
-            listed case that is missing.
+        FileNotFoundError: no data at ``dataset_dir`` (the message says what was expected and where to get it), a
+            missing list, or a listed case that is missing.
         ValueError: malformed lists or cases, or too few cases for the requested split.
     """
+    if "{id}" not in case_path:
+        raise ValueError(f"case_path {case_path!r} must contain '{{id}}' where the case ID goes.")
     dataset_dir = os.path.expanduser(str(dataset_dir))
-    train_path = train_list if os.path.isabs(train_list) else os.path.join(dataset_dir, train_list)
-    if not os.path.isdir(dataset_dir) or not os.path.isfile(train_path):
-        raise FileNotFoundError(f"No LA data at {dataset_dir!r} (no {os.path.basename(train_path)} there). {DATA_HELP}")
-    test_path = test_list if os.path.isabs(test_list) else os.path.join(dataset_dir, test_list)
+
+    def resolve(name: str) -> str:
+        return name if os.path.isabs(name) else os.path.join(dataset_dir, name)
+
+    train_path, test_path = resolve(train_list), resolve(test_list)
+    if not os.path.isfile(train_path):
+        raise FileNotFoundError(
+            f"No {dataset_name} data at {dataset_dir!r} (no {os.path.basename(train_path)} there): expected the "
+            f"list files and one h5 file per listed case at {case_path!r}. {DATA_HELP}"
+        )
 
     def cases(list_path: str) -> list[dict]:
         out = []
         for case_id in _read_list(list_path):
-            path = os.path.join(dataset_dir, image_dir, case_id, file_name)
+            path = os.path.join(dataset_dir, case_path.format(id=case_id))
             if check:
                 try:
                     check_h5_case(path)
@@ -135,7 +153,11 @@ def la_split(
             out.append({"image": path, "label": path, "id": case_id})
         return out
 
-    split = _split_labeled(cases(train_path), int(num_labeled), int(num_val), train_path, val_ids)
+    if val_list:
+        split = _split_labeled(cases(train_path), int(num_labeled), 0, train_path)
+        split["val"] = cases(resolve(val_list))
+    else:
+        split = _split_labeled(cases(train_path), int(num_labeled), int(num_val), train_path, val_ids)
     split["test"] = cases(test_path) if os.path.isfile(test_path) else []
     return split
 
@@ -204,10 +226,14 @@ def semi_supervised_split(
     num_labeled: int = 8,
     num_val: int = 4,
     val_ids: Sequence[str] | None = None,
+    case_path: str = LA_CASE_PATH,
+    val_list: str | None = None,
+    dataset_name: str = "LA",
 ) -> dict[str, list[dict]]:
-    """The bundles' entry point: :py:func:`json_split` when ``datalist_file`` is given, else :py:func:`la_split`."""
+    """The bundles' entry point: :py:func:`json_split` when ``datalist_file`` is given, else :py:func:`h5_split`."""
     if datalist_file:
         return json_split(datalist_file, num_labeled=num_labeled, num_val=num_val)
-    return la_split(
-        dataset_dir, train_list=train_list, test_list=test_list, num_labeled=num_labeled, num_val=num_val, val_ids=val_ids
+    return h5_split(
+        dataset_dir, train_list=train_list, test_list=test_list, num_labeled=num_labeled, num_val=num_val,
+        case_path=case_path, val_ids=val_ids, val_list=val_list, dataset_name=dataset_name,
     )

@@ -1,6 +1,6 @@
 # Copyright (c) monai_stlu contributors
 # Licensed under the Apache License, Version 2.0
-"""Synthetic volumes in the LA h5 layout, for demos and tests on machines without the real data."""
+"""Synthetic volumes in the community h5 layouts, for demos and tests on machines without the real data."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+
+from monai_stlu.data.datalist import LA_CASE_PATH
 
 __all__ = ["synthetic_case", "write_synthetic_la"]
 
@@ -45,27 +47,36 @@ def write_synthetic_la(
     shape: Sequence[int] = (96, 96, 64),
     seed: int = 0,
     overwrite: bool = False,
+    case_path: str = LA_CASE_PATH,
+    id_format: str = "SYNTH{:04d}",
+    list_names: Sequence[str] = ("train.list", "test.list"),
+    num_val: int = 0,
 ) -> str:
-    """Write a small data set in the community LA layout: ``2018LA_Seg_Training Set/<ID>/mri_norm2.h5`` with
-    ``image``/``label`` datasets, plus ``train.list`` and ``test.list``.
+    """Write a small data set in a community h5 layout (default LA: ``2018LA_Seg_Training Set/<ID>/mri_norm2.h5``
+    with ``image``/``label`` datasets, plus ``train.list`` and ``test.list``).
 
     Args:
         out_dir: the dataset directory to create.
-        num_train: cases listed in ``train.list``.
-        num_test: cases listed in ``test.list``.
+        num_train: cases listed in the training list.
+        num_test: cases listed in the test list.
         shape: spatial shape of every case.
         seed: base random seed.
         overwrite: replace existing files; otherwise existing cases are kept.
+        case_path: where a case lies under ``out_dir``, ``{id}`` standing for the ID (Pancreas-CT:
+            ``"Pancreas_h5/{id}_norm.h5"``, BraTS-2019: ``"data/{id}.h5"``).
+        id_format: the case IDs, formatted with the case number.
+        list_names: the training and test list files, and a validation list file as a third name (BraTS-2019:
+            ``("train.txt", "test.txt", "val.txt")``).
+        num_val: cases listed in the validation list (with a third list name).
 
     Returns:
         ``out_dir``.
     """
     import h5py
 
-    case_dir = os.path.join(out_dir, "2018LA_Seg_Training Set")
-    ids = [f"SYNTH{i:04d}" for i in range(num_train + num_test)]
+    ids = [id_format.format(i) for i in range(num_train + num_test + num_val)]
     for i, case_id in enumerate(ids):
-        path = os.path.join(case_dir, case_id, "mri_norm2.h5")
+        path = os.path.join(out_dir, case_path.format(id=case_id))
         if os.path.exists(path) and not overwrite:
             continue
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -75,7 +86,8 @@ def write_synthetic_la(
             f.create_dataset("image", data=image, compression="gzip")
             f.create_dataset("label", data=label, compression="gzip")
         os.replace(tmp, path)
-    for name, part in (("train.list", ids[:num_train]), ("test.list", ids[num_train:])):
+    parts = [ids[:num_train], ids[num_train : num_train + num_test], ids[num_train + num_test :]]
+    for name, part in zip(list_names, parts):
         with open(os.path.join(out_dir, name), "w") as f:
             f.write("\n".join(part) + "\n")
     return out_dir
