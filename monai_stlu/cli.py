@@ -1,6 +1,7 @@
 # Copyright (c) monai_stlu contributors
 # Licensed under the Apache License, Version 2.0
-"""Command line: ``python -m monai_stlu synth DIR`` and ``python -m monai_stlu check DIR``."""
+"""Command line: ``python -m monai_stlu synth DIR``, ``python -m monai_stlu check DIR`` and
+``python -m monai_stlu generate_bundles [--check]``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Sequence
 
 from monai_stlu.data.datalist import LA_CASE_PATH
 
-__all__ = ["synth", "check", "main"]
+__all__ = ["synth", "check", "generate_bundles", "main"]
 
 
 def synth(out_dir: str, num_train: int = 12, num_test: int = 4, shape: Sequence[int] = (96, 96, 64), seed: int = 0) -> str:
@@ -66,7 +67,21 @@ def check(
     return n
 
 
+def generate_bundles(check: bool = False, bundles_dir: str | None = None) -> int:
+    """Regenerate the Pancreas-CT and BraTS-2019 bundles' shared configs from the LA bundle and each bundle's
+    ``configs/bundle_delta.json``; with ``--check``, only list the files that are out of date. Returns (and with
+    ``--check`` exits with) the number of such files."""
+    from monai_stlu.bundle import generate_bundles as generate
+
+    changed = generate(bundles_dir=bundles_dir, check=check)
+    for path in changed:
+        print(("out of date: " if check else "wrote ") + path)
+    if check and changed:
+        raise SystemExit(f"{len(changed)} generated bundle files are out of date: run python -m monai_stlu generate_bundles")
+    return len(changed)
+
+
 def main() -> None:
     import fire
 
-    fire.Fire({"synth": synth, "check": check})
+    fire.Fire({"synth": synth, "check": check, "generate_bundles": generate_bundles})

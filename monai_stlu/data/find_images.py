@@ -12,10 +12,16 @@ __all__ = ["find_images", "case_id"]
 
 
 def case_id(path: str) -> str:
-    """A case's name from its file: the folder name for the community h5 layout (``<ID>/mri_norm2.h5``), else the
-    file name without its extensions."""
+    """A case's name from its file, as the community h5 layouts name cases: the folder for LA
+    (``<ID>/mri_norm2.h5``), the file name less ``_norm`` for Pancreas-CT (``Pancreas_h5/<ID>_norm.h5``), else the
+    file name without its extensions (BraTS-2019 ``data/<ID>.h5``, NIfTI files)."""
     base = os.path.basename(path)
-    return os.path.basename(os.path.dirname(path)) if base.endswith((".h5", ".hdf5")) else base.split(".")[0]
+    stem = base.split(".")[0]
+    if base.endswith((".h5", ".hdf5")):
+        if stem.startswith("mri_norm"):
+            return os.path.basename(os.path.dirname(path))
+        return stem[: -len("_norm")] if stem.endswith("_norm") else stem
+    return stem
 
 
 def find_images(

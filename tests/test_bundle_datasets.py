@@ -1,0 +1,119 @@
+"""The Pancreas-CT and BraTS-2019 bundles: generated from the LA bundle's wiring (and kept so), shipped with the
+published splits, and every method trains, evaluates and exports through each of them on synthetic volumes in the
+bundle's own h5 layout (no Pancreas or BraTS data on the test machines)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from bundle_utils import config_list, run_bundle
+from conftest import REPO_ROOT
+from monai_stlu.bundle import generate_bundle, generate_bundles
+from monai_stlu.data import h5_split, write_synthetic_la
+
+BUNDLES = REPO_ROOT / "bundles"
+METHODS = ["supervised", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "stlu"]
+LAYOUTS = {
+    # bundle: (case path, ID format, list files, cases in the validation list)
+    "stlu_pancreas": ("Pancreas_h5/{id}_norm.h5", "image{:04d}", ("train.list", "test.list"), 0),
+    "stlu_brats": ("data/{id}.h5", "BraTS19_SYN_{:03d}_1", ("train.txt", "test.txt", "val.txt"), 1),
+}
+
+
+def test_generated_configs_are_up_to_date():
+    assert generate_bundles(check=True) == [], "run: python -m monai_stlu generate_bundles"
+    for name in LAYOUTS:
+        for rel in ("configs/train.json", "configs/methods/stlu.json", "configs/metadata.json", "docs/README.md", "LICENSE"):
+            assert (BUNDLES / name / rel).is_file(), rel
+
+
+def test_generator_applies_the_delta_and_refuses_unknown_items(tmp_path):
+    shutil.copytree(BUNDLES / "stlu_la", tmp_path / "stlu_la")
+    (tmp_path / "stlu_x" / "configs").mkdir(parents=True)
+    delta = {"train.json": {"bundle_name": "stlu_x", "train#random_transforms#0#spatial_size": [8, 8, 8]}}
+    (tmp_path / "stlu_x" / "configs" / "bundle_delta.json").write_text(json.dumps(delta))
+    written = generate_bundle("stlu_x", str(tmp_path))
+    assert str(tmp_path / "stlu_x" / "configs" / "methods" / "bcp.json") in written
+    train = json.loads((tmp_path / "stlu_x" / "configs" / "train.json").read_text())
+    la = json.loads((BUNDLES / "stlu_la" / "configs" / "train.json").read_text())
+    assert train["bundle_name"] == "stlu_x" and train["train"]["random_transforms"][0]["spatial_size"] == [8, 8, 8]
+    la["bundle_name"], la["train"]["random_transforms"][0]["spatial_size"] = "stlu_x", [8, 8, 8]
+    assert train == la  # nothing else changed
+    assert generate_bundle("stlu_x", str(tmp_path), check=True) == []
+    (tmp_path / "stlu_x" / "configs" / "train.json").write_text("{}")  # a hand edit is reported
+    assert generate_bundle("stlu_x", str(tmp_path), check=True) == [str(tmp_path / "stlu_x" / "configs" / "train.json")]
+    delta["train.json"]["train#no_such_block#x"] = 1
+    (tmp_path / "stlu_x" / "configs" / "bundle_delta.json").write_text(json.dumps(delta))
+    with pytest.raises(KeyError, match="no_such_block"):
+        generate_bundle("stlu_x", str(tmp_path))
+
+
+@pytest.mark.parametrize("bundle, lists, sizes", [
+    ("stlu_pancreas", ("train.list", "test.list", None), {"labeled": 6, "unlabeled": 52, "val": 4, "test": 20}),
+    ("stlu_brats", ("train.txt", "test.txt", "val.txt"), {"labeled": 25, "unlabeled": 225, "val": 25, "test": 60}),
+])
+def test_published_splits(bundle, lists, sizes):
+    splits = BUNDLES / bundle / "configs" / "splits"
+    ids = [set((splits / n).read_text().split()) for n in lists if n]
+    assert all(a.isdisjoint(b) for i, a in enumerate(ids) for b in ids[i + 1:])
+    train = json.loads((BUNDLES / bundle / "configs" / "train.json").read_text())
+    split = h5_split("/nowhere", str(splits / lists[0]), str(splits / lists[1]), num_labeled=train["num_labeled"],
+                     num_val=train["num_val"], case_path=train["case_path"], check=False,
+                     val_list=str(splits / lists[2]) if lists[2] else None)
+    assert {k: len(v) for k, v in split.items() if k != "test"} == {k: v for k, v in sizes.items() if k != "test"}
+    assert len((splits / lists[1]).read_text().split()) == sizes["test"]
+
+
+def synthetic_layout(bundle: str, root) -> list[str]:
+    case_path, id_format, names, num_val = LAYOUTS[bundle]
+    write_synthetic_la(str(root), num_train=10, num_test=1, num_val=num_val, shape=(64, 64, 64), case_path=case_path,
+                       id_format=id_format, list_names=names)
+    if bundle == "stlu_brats":  # BraTS labels {0, 2, 4} (edema, enhancing tumour): whole tumour = every label > 0
+        for path in root.glob("data/*.h5"):
+            with h5py.File(path, "r+") as f:
+                lab = f["label"][...]
+                f["label"][...] = np.where(lab > 0, np.where(np.indices(lab.shape)[0] % 2 == 0, 2, 4), 0)
+    args = ["--dataset_dir", str(root)] + [a for flag, name in zip(("--train_list", "--test_list", "--val_list"), names)
+                                           for a in (flag, name)]
+    return args
+
+
+@pytest.mark.parametrize("bundle", list(LAYOUTS))
+@pytest.mark.parametrize("method", METHODS)
+def test_method_trains_evaluates_exports(bundle, method, tmp_path):
+    common = synthetic_layout(bundle, tmp_path / "data") + [
+        "--bundle_root", str(tmp_path), "--num_labeled", "4" if method == "bcp" else "2",  # BCP: batches of 4 + 4
+        "--num_val", "1", "--max_iterations", "2",
+        "--val_interval", "2", "--bcp_pretrain_iterations", "2", "--uncertainty_passes", "2", "--progress", "false",
+        "--n_filters", "4", "--log_interval", "1",
+    ]
+    files = ["train.json", "quick.json", f"methods/{method}.json"]
+    proc = run_bundle("run", "training", "--config_file", config_list(bundle, *files), *common)
+    log = proc.stdout + proc.stderr
+    losses = [float(x.split("loss: ")[1].split()[0]) for x in log.splitlines() if " loss: " in x]
+    assert len(losses) == 2 + (2 if method == "bcp" else 0) and all(math.isfinite(v) for v in losses), log[-2000:]
+    sub = "" if method == "stlu" else method
+    ckpt = torch.load(next((tmp_path / "models" / sub).glob("checkpoint_*.pt")), weights_only=True)
+    assert ckpt["run_info"]["bundle"] == bundle
+
+    run_bundle("run", "--config_file", config_list(bundle, *files, "evaluate.json"), *common, "--save_predictions", "true")
+    with open(tmp_path / "eval" / sub / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("class", "1") == "1"]
+    case_path, id_format = LAYOUTS[bundle][:2]
+    assert [r["case"] for r in rows] == [id_format.format(10)] and math.isfinite(float(rows[0]["dice"]))
+    assert (tmp_path / "eval" / sub / "predictions" / f"{id_format.format(10)}_seg.nii.gz").is_file()
+
+    ts = tmp_path / "model.ts"
+    run_bundle("ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(tmp_path / "models" / sub / "model.pt"),
+               "--meta_file", str(BUNDLES / bundle / "configs" / "metadata.json"),
+               "--config_file", config_list(bundle, "inference.json", f"methods/{method}.json"), "--n_filters", "4")
+    out = torch.jit.load(str(ts))(torch.randn(1, 1, 32, 32, 32))
+    assert out.shape == (1, 2, 32, 32, 32)
