@@ -1,0 +1,202 @@
+# Copyright (c) monai_stlu contributors
+# Licensed under the Apache License, Version 2.0
+"""Converters from the public raw releases to the bundles' h5 layouts, and from a NIfTI folder to a datalist JSON.
+
+Each follows the published preprocessing of the layout it writes (stated per function), reads with MONAI's ITK
+reader, writes every file atomically (``.partial`` then rename) and skips cases already converted.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["convert_la", "convert_brats", "nifti_datalist", "brats_normalise", "la_crop_box"]
+
+
+def _read(path: str) -> np.ndarray:
+    """A volume as a numpy array in (x, y, z) order (MONAI's ITK reader), with a clear error for a bad file."""
+    from monai.data import ITKReader
+    from monai.transforms import LoadImage
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: not found.")
+    try:
+        return np.asarray(LoadImage(reader=ITKReader(), image_only=True, dtype=None)(path))
+    except Exception as e:  # ITK's errors do not name the file
+        raise ValueError(f"{path}: cannot be read as an image ({e}).") from e
+
+
+def _write_h5(path: str, image: np.ndarray, label: np.ndarray) -> None:
+    import h5py
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".partial"
+    with h5py.File(tmp, "w") as f:
+        f.create_dataset("image", data=image.astype(np.float32), compression="gzip")
+        f.create_dataset("label", data=label.astype(np.uint8), compression="gzip")
+    os.replace(tmp, path)
+
+
+def _write_list(path: str, ids: Sequence[str]) -> None:
+    tmp = path + ".partial"
+    with open(tmp, "w") as f:
+        f.write("".join(f"{i}\n" for i in ids))
+    os.replace(tmp, path)
+
+
+def la_crop_box(label: np.ndarray, output_size: Sequence[int] = (112, 112, 80), rng: np.random.RandomState | None = None):
+    """UA-MT's LA crop (``la_heart_processing.py``): the label's x/y box, widened to at least ``output_size`` and by a
+    random 10-19 voxel margin per side; z is kept whole. Returns ``(slice_x, slice_y)``.
+
+    It needs the label: a deployment cannot crop this way (inference crops nothing and uses sliding windows).
+    """
+    rng = rng or np.random.RandomState(0)
+    nz = np.nonzero(label)
+    if not nz[0].size:
+        raise ValueError("the label is empty: UA-MT's crop is defined by the label's bounding box.")
+    slices = []
+    for axis in (0, 1):
+        lo, hi = int(nz[axis].min()), int(nz[axis].max())
+        pad = max(int(output_size[axis]) - (hi - lo), 0) // 2
+        lo = max(lo - int(rng.randint(10, 20)) - pad, 0)
+        hi = min(hi + int(rng.randint(10, 20)) + pad, label.shape[axis])
+        slices.append(slice(lo, hi))
+    return tuple(slices)
+
+
+def convert_la(raw_dir: str, out_dir: str, seed: int = 0, test_ids: Sequence[str] | None = None) -> list[str]:
+    """LA 2018 (``<raw_dir>/<ID>/lgemri.nrrd`` + ``laendo.nrrd``) to UA-MT's h5 layout
+    (``<out_dir>/2018LA_Seg_Training Set/<ID>/mri_norm2.h5``, ``train.list``, ``test.list``).
+
+    UA-MT's preprocessing: label = (laendo == 255); image z-scored over the whole volume; x/y cropped to the label's
+    box with a random margin (:py:func:`la_crop_box`, drawn from ``seed``); z kept.
+
+    Args:
+        raw_dir: folder with one sub-folder per case.
+        out_dir: dataset folder to write.
+        seed: seed of the crop margins (with the case ID).
+        test_ids: the IDs to list in ``test.list`` (default none; the others go to ``train.list``).
+
+    Returns:
+        the converted case IDs.
+    """
+    cases = sorted(os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(raw_dir, "*", "lgemri.nrrd")))
+    if not cases:
+        raise FileNotFoundError(f"{raw_dir}: no <ID>/lgemri.nrrd found (the LA 2018 training set layout).")
+    for case in cases:
+        out = os.path.join(out_dir, "2018LA_Seg_Training Set", case, "mri_norm2.h5")
+        if os.path.isfile(out):
+            continue
+        image = _read(os.path.join(raw_dir, case, "lgemri.nrrd")).astype(np.float64)
+        label = (_read(os.path.join(raw_dir, case, "laendo.nrrd")) == 255).astype(np.uint8)
+        if image.shape != label.shape:
+            raise ValueError(f"{raw_dir}/{case}: lgemri {image.shape} and laendo {label.shape} differ in shape.")
+        # margins drawn per case from (seed, ID): a case converts the same whether or not others were done before
+        box = la_crop_box(label, rng=np.random.RandomState((zlib.crc32(case.encode()) + seed) % 2**32))
+        image = (image - image.mean()) / image.std()
+        _write_h5(out, image[box], label[box])
+    test = [c for c in cases if c in set(test_ids or [])]
+    _write_list(os.path.join(out_dir, "train.list"), [c for c in cases if c not in set(test)])
+    _write_list(os.path.join(out_dir, "test.list"), test)
+    return cases
+
+
+def brats_normalise(image: np.ndarray, label: np.ndarray, percentile: float = 99.9) -> tuple[np.ndarray, np.ndarray]:
+    """SSL4MIS's BraTS-2019 preprocessing of one volume: crop to the brain's box (non-zero voxels, upper bound
+    exclusive as published), clip at the ``percentile`` of the cropped intensities, z-score with the mean and std of
+    the voxels > 0, label > 0 = whole tumour."""
+    nz = np.nonzero(image)
+    if not nz[0].size:
+        raise ValueError("the image is all zero: no brain to crop to.")
+    box = tuple(slice(int(a.min()), int(a.max())) for a in nz)
+    image, label = image[box].astype(np.float64), label[box]
+    image = np.clip(image, image.min(), np.percentile(image, percentile))
+    brain = image[image > 0]
+    image = (image - brain.mean()) / brain.std()
+    return image.astype(np.float32), (label > 0).astype(np.uint8)
+
+
+def convert_brats(
+    raw_dir: str, out_dir: str, modality: str = "flair", split_dir: str | None = None
+) -> list[str]:
+    """BraTS-2019 (``<raw_dir>/**/<ID>/<ID>_<modality>.nii.gz`` + ``<ID>_seg.nii.gz``, HGG and LGG folders alike)
+    to SSL4MIS's h5 layout (``<out_dir>/data/<ID>.h5``; arrays in (z, y, x) order as SimpleITK gives them).
+
+    Preprocessing (:py:func:`brats_normalise`): brain box, clip at the 99.9th percentile, z-score over the brain,
+    label > 0. The split lists (``train.txt``, ``val.txt``, ``test.txt``) are copied from ``split_dir`` when given
+    (the bundle ships SSL4MIS's), else every converted case is listed in ``train.txt``.
+
+    Returns:
+        the converted case IDs.
+    """
+    images = sorted(glob.glob(os.path.join(raw_dir, "**", f"*_{modality}.nii*"), recursive=True))
+    if not images:
+        raise FileNotFoundError(f"{raw_dir}: no <ID>/<ID>_{modality}.nii.gz found (the BraTS-2019 training layout).")
+    cases = []
+    for path in images:
+        case = os.path.basename(path).split(f"_{modality}.nii")[0]
+        seg = glob.glob(os.path.join(os.path.dirname(path), f"{case}_seg.nii*"))
+        if not seg:
+            raise FileNotFoundError(f"{path}: no {case}_seg.nii.gz beside it.")
+        cases.append(case)
+        out = os.path.join(out_dir, "data", f"{case}.h5")
+        if os.path.isfile(out):
+            continue
+        image, label = _read(path), _read(seg[0])
+        if image.shape != label.shape:
+            raise ValueError(f"{path}: image {image.shape} and {seg[0]} {label.shape} differ in shape.")
+        image, label = brats_normalise(image.transpose(2, 1, 0), label.transpose(2, 1, 0))
+        _write_h5(out, image, label)
+    if split_dir:
+        for name in ("train.txt", "val.txt", "test.txt"):
+            with open(os.path.join(split_dir, name)) as f:
+                _write_list(os.path.join(out_dir, name), f.read().split())
+    else:
+        _write_list(os.path.join(out_dir, "train.txt"), cases)
+    return cases
+
+
+def nifti_datalist(
+    image_dir: str,
+    label_dir: str | None,
+    out_file: str,
+    num_test: int = 0,
+    patterns: Sequence[str] = ("*.nii.gz", "*.nii"),
+) -> dict:
+    """Your own data: a folder of NIfTI images (and a folder of labels named like their images, for some of them)
+    to an MSD-style datalist JSON that the bundles take with ``--datalist_file``: images with a label go to
+    ``training`` (the last ``num_test`` of them to ``test``), the others to ``unlabeled``. Paths are written
+    relative to the JSON's folder. Intensity normalisation happens in the bundle (z-score for MR by default).
+
+    Returns:
+        the datalist.
+    """
+    images = sorted({p for pat in patterns for p in glob.glob(os.path.join(image_dir, pat))})
+    if not images:
+        raise FileNotFoundError(f"{image_dir}: no NIfTI image ({', '.join(patterns)}).")
+    base = os.path.dirname(os.path.abspath(out_file))
+    labeled, unlabeled = [], []
+    for path in images:
+        label = os.path.join(label_dir, os.path.basename(path)) if label_dir else None
+        entry = {"image": os.path.relpath(os.path.abspath(path), base)}
+        if label and os.path.isfile(label):
+            entry["label"] = os.path.relpath(os.path.abspath(label), base)
+            labeled.append(entry)
+        else:
+            unlabeled.append(entry)
+    if num_test >= len(labeled) and num_test:
+        raise ValueError(f"{image_dir}: {len(labeled)} labeled images cannot give {num_test} test cases and training.")
+    cut = len(labeled) - num_test
+    datalist = {"training": labeled[:cut], "test": labeled[cut:], "unlabeled": unlabeled}
+    os.makedirs(base, exist_ok=True)
+    tmp = out_file + ".partial"
+    with open(tmp, "w") as f:
+        json.dump(datalist, f, indent=2)
+    os.replace(tmp, out_file)
+    return datalist

@@ -1,0 +1,102 @@
+"""Converters from raw releases to the bundles' h5 layouts, on synthetic raw files written here (NRRD with ITK, NIfTI
+with nibabel); outputs checked against the published preprocessing written out in numpy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import h5py
+import itk
+import nibabel as nib
+import numpy as np
+import pytest
+
+from monai_stlu.data import convert_brats, convert_la, h5_split, json_split, la_crop_box, nifti_datalist
+
+
+def write_nrrd(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    itk.imwrite(itk.image_from_array(np.ascontiguousarray(array.transpose(2, 1, 0))), str(path))  # ITK is (z, y, x)
+
+
+def test_la_from_nrrd(tmp_path):
+    rng = np.random.RandomState(0)
+    raw = tmp_path / "raw"
+    for i, case in enumerate(["CASEA", "CASEB"]):
+        image = rng.uniform(0, 300, (120, 110, 40)).astype(np.float32)
+        label = np.zeros(image.shape, np.uint8)
+        label[40 + i:70, 30:60, 10:30] = 255
+        write_nrrd(raw / case / "lgemri.nrrd", image)
+        write_nrrd(raw / case / "laendo.nrrd", label)
+    out = tmp_path / "LA"
+    assert convert_la(str(raw), str(out), test_ids=["CASEB"]) == ["CASEA", "CASEB"]
+    assert (out / "train.list").read_text().split() == ["CASEA"] and (out / "test.list").read_text().split() == ["CASEB"]
+    image = itk.array_from_image(itk.imread(str(raw / "CASEA" / "lgemri.nrrd"))).transpose(2, 1, 0).astype(np.float64)
+    label = (itk.array_from_image(itk.imread(str(raw / "CASEA" / "laendo.nrrd"))).transpose(2, 1, 0) == 255)
+    with h5py.File(out / "2018LA_Seg_Training Set" / "CASEA" / "mri_norm2.h5") as f:
+        img, lab = f["image"][...], f["label"][...]
+    assert img.shape[2] == 40 and lab.dtype == np.uint8 and set(np.unique(lab)) == {0, 1}
+    assert lab.sum() == label.sum()  # the crop keeps the whole label
+    # x/y cropped to the label box widened to 112 x 112 and by 10-19 voxels a side (clipped to the volume)
+    assert 110 <= img.shape[0] <= 120 and img.shape[1] == 110
+    z = (image - image.mean()) / image.std()
+    # find the crop offset from the label and compare the z-scored image there
+    x0 = int(np.nonzero(label)[0].min() - np.nonzero(lab)[0].min())
+    y0 = int(np.nonzero(label)[1].min() - np.nonzero(lab)[1].min())
+    np.testing.assert_allclose(img, z[x0:x0 + img.shape[0], y0:y0 + img.shape[1]], rtol=1e-5, atol=1e-5)
+    split = h5_split(str(out), num_labeled=1, num_val=0)  # the bundle reads it
+    assert [c["id"] for c in split["labeled"]] == ["CASEA"] and [c["id"] for c in split["test"]] == ["CASEB"]
+    with pytest.raises(ValueError, match="label is empty"):
+        la_crop_box(np.zeros((4, 4, 4)))
+
+
+def test_brats_from_nifti_matches_the_published_preprocessing(tmp_path):
+    rng = np.random.RandomState(1)
+    raw = tmp_path / "MICCAI_BraTS_2019_Data_Training" / "HGG" / "BraTS19_X_1"
+    raw.mkdir(parents=True)
+    flair = np.zeros((40, 44, 30), np.float32)
+    flair[5:35, 6:40, 3:27] = rng.gamma(2.0, 100.0, (30, 34, 24))
+    seg = np.zeros(flair.shape, np.uint8)
+    seg[10:20, 10:20, 8:15], seg[12:15, 12:15, 9:12] = 2, 4
+    nib.save(nib.Nifti1Image(flair, np.eye(4)), str(raw / "BraTS19_X_1_flair.nii.gz"))
+    nib.save(nib.Nifti1Image(seg, np.eye(4)), str(raw / "BraTS19_X_1_seg.nii.gz"))
+    out = tmp_path / "BraTS2019"
+    assert convert_brats(str(tmp_path / "MICCAI_BraTS_2019_Data_Training"), str(out)) == ["BraTS19_X_1"]
+    with h5py.File(out / "data" / "BraTS19_X_1.h5") as f:
+        img, lab = f["image"][...], f["label"][...]
+    # the published steps in numpy: (z, y, x) arrays, brain box (upper bound exclusive), 99.9th percentile clip,
+    # z-score over voxels > 0, label > 0
+    vol, ref_lab = flair.transpose(2, 1, 0).astype(np.float64), seg.transpose(2, 1, 0)
+    nz = np.nonzero(vol)
+    box = tuple(slice(a.min(), a.max()) for a in nz)
+    v = vol[box]
+    v = np.minimum(v, np.percentile(v, 99.9))
+    ref = (v - v[v > 0].mean()) / v[v > 0].std()
+    np.testing.assert_allclose(img, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(lab, (ref_lab[box] > 0).astype(np.uint8))
+    assert (out / "train.txt").read_text().split() == ["BraTS19_X_1"]
+
+
+def test_nifti_folder_to_datalist_and_cli(tmp_path):
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir(), labels.mkdir()
+    for i in range(5):
+        nib.save(nib.Nifti1Image(np.random.rand(16, 16, 16).astype(np.float32), np.eye(4)), str(images / f"c{i}.nii.gz"))
+        if i < 3:
+            nib.save(nib.Nifti1Image((np.random.rand(16, 16, 16) > 0.5).astype(np.uint8), np.eye(4)),
+                     str(labels / f"c{i}.nii.gz"))
+    out = tmp_path / "lists" / "datalist.json"
+    proc = subprocess.run([sys.executable, "-m", "monai_stlu", "convert", "nifti", str(images), str(labels), str(out),
+                           "--num_test", "1"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    content = json.loads(out.read_text())
+    assert [len(content[k]) for k in ("training", "test", "unlabeled")] == [2, 1, 2]
+    split = json_split(str(out), num_labeled=1)  # the bundles' reader takes it, relative paths and all
+    assert len(split["labeled"]) == 1 and len(split["unlabeled"]) == 3 and split["test"][0]["id"] == "c2"
+    with pytest.raises(FileNotFoundError, match="no NIfTI image"):
+        nifti_datalist(str(tmp_path / "empty"), None, str(tmp_path / "x.json"))
+    help_text = subprocess.run([sys.executable, "-m", "monai_stlu", "convert", "la", "--help"], capture_output=True,
+                               text=True, env={"PAGER": "cat", "PATH": "/usr/bin:/bin"})
+    assert "lgemri.nrrd" in help_text.stdout + help_text.stderr
