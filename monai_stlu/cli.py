@@ -1,7 +1,7 @@
 # Copyright (c) monai_stlu contributors
 # Licensed under the Apache License, Version 2.0
 """Command line: ``python -m monai_stlu synth DIR``, ``python -m monai_stlu check DIR`` and
-``python -m monai_stlu generate_bundles [--check]``, ``python -m monai_stlu convert la|brats|nifti ...``."""
+``python -m monai_stlu generate_bundles [--check]``, ``python -m monai_stlu convert la|pancreas|brats|nifti ...``."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def generate_bundles(check: bool = False, bundles_dir: str | None = None) -> int
 def main() -> None:
     import fire
 
-    from monai_stlu.data import convert_brats, convert_la, nifti_datalist
+    from monai_stlu.data import convert_brats, convert_la, convert_pancreas, nifti_datalist
 
-    convert = {"la": convert_la, "brats": convert_brats, "nifti": nifti_datalist}
+    convert = {"la": convert_la, "pancreas": convert_pancreas, "brats": convert_brats, "nifti": nifti_datalist}
     fire.Fire({"synth": synth, "check": check, "generate_bundles": generate_bundles, "convert": convert})

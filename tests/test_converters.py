@@ -100,3 +100,65 @@ def test_nifti_folder_to_datalist_and_cli(tmp_path):
     help_text = subprocess.run([sys.executable, "-m", "monai_stlu", "convert", "la", "--help"], capture_output=True,
                                text=True, env={"PAGER": "cat", "PATH": "/usr/bin:/bin"})
     assert "lgemri.nrrd" in help_text.stdout + help_text.stderr
+
+
+def write_dicom_series(folder, hu, spacing=(0.8, 0.8), thickness=2.0):
+    """A CT series (one file per axial slice, stored value = HU + 1024) written with pydicom."""
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True)
+    series, study = generate_uid(), generate_uid()
+    for k in range(hu.shape[2]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = pydicom.uid.CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(str(folder / f"{k:03d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+        ds.Modality, ds.SeriesInstanceUID, ds.StudyInstanceUID, ds.PatientID = "CT", series, study, "P1"
+        ds.Rows, ds.Columns = hu.shape[1], hu.shape[0]
+        ds.PixelSpacing, ds.SliceThickness = [spacing[1], spacing[0]], thickness
+        ds.ImagePositionPatient, ds.ImageOrientationPatient = [0.0, 0.0, k * thickness], [1, 0, 0, 0, 1, 0]
+        ds.InstanceNumber, ds.SamplesPerPixel, ds.PhotometricInterpretation = k + 1, 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+        ds.PixelData = (hu[:, :, k].T + 1024).astype(np.uint16).tobytes()  # rows = y
+        ds.save_as(str(folder / f"{k:03d}.dcm"), enforce_file_format=True)
+
+
+def test_pancreas_from_dicom_series(tmp_path):
+    from monai.data import ITKReader
+    from monai.transforms import LoadImage
+
+    from monai_stlu.data import convert_pancreas
+
+    hu = np.full((64, 64, 20), -500.0)  # background below the window
+    hu[20:40, 24:44, 6:14] = 100.0  # "pancreas" inside the window
+    hu[44:60, 4:20, 4:16] = 400.0  # "bone" above the window: clipped to 275 HU
+    series = tmp_path / "Pancreas-CT" / "PANCREAS_0007" / "study" / "series"
+    write_dicom_series(series, hu)
+    loaded = LoadImage(reader=ITKReader(), image_only=True, ensure_channel_first=True)(str(series))
+    np.testing.assert_allclose(np.asarray(loaded[0]), hu)  # the series reads back in HU, (x, y, z) order
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    nib.save(nib.Nifti1Image((hu == 100).astype(np.uint8), np.asarray(loaded.affine)), str(labels / "label0007.nii.gz"))
+    out = tmp_path / "Pancreas"
+    assert convert_pancreas(str(tmp_path / "Pancreas-CT"), str(labels), str(out)) == ["image0007"]
+    with h5py.File(out / "Pancreas_h5" / "image0007_norm.h5") as f:
+        img, lab = f["image"][...], f["label"][...]
+    # 1 mm: 64 x 0.8 = 51.2 mm in x/y (the whole width: label box + 25 voxels reaches the border), 20 x 2 mm in z
+    assert all(abs(a - b) <= 1 for a, b in zip(img.shape, (51, 51, 40))) and img.shape == lab.shape
+    assert abs(int(lab.sum()) - 16 * 16 * 16) <= 0.2 * 16 ** 3  # 16 x 16 x 16 mm of label after resampling
+    assert abs(img.mean()) < 1e-4 and abs(img.std() - 1) < 1e-3  # z-scored over the crop
+    # the window maps background (-500 HU) to 0, organ (100 HU) to 225/400 and bone (400 HU, clipped) to 1; the
+    # z-score is affine, so (bone - background) / (organ - background) must stay 400/225 (plateaus read away from
+    # the edges, where the cubic B-spline rings)
+    from scipy.ndimage import binary_erosion
+
+    organ = np.median(img[binary_erosion(lab > 0, iterations=2)])
+    background = np.median(img[:, :, :4])
+    bone = np.median(img[38:46, 6:12, 14:20])
+    np.testing.assert_allclose((bone - background) / (organ - background), 400 / 225, rtol=1e-3)
+    assert (out / "train.list").read_text().split() == ["image0007"]

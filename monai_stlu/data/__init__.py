@@ -6,4 +6,12 @@ from .synthetic import synthetic_case, write_synthetic_la
 from .validate_case import ValidateSegmentationd
 from .find_images import case_id, find_images
 from .atomic_nibabel_writer import AtomicNibabelWriter
-from .converters import brats_normalise, convert_brats, convert_la, la_crop_box, nifti_datalist
+from .converters import (
+    brats_normalise,
+    convert_brats,
+    convert_la,
+    convert_pancreas,
+    la_crop_box,
+    nifti_datalist,
+    pancreas_normalise,
+)

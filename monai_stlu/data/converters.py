@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["convert_la", "convert_brats", "nifti_datalist", "brats_normalise", "la_crop_box"]
+__all__ = ["convert_la", "convert_brats", "convert_pancreas", "nifti_datalist", "brats_normalise", "la_crop_box", "pancreas_normalise"]
 
 
 def _read(path: str) -> np.ndarray:
@@ -159,6 +159,88 @@ def convert_brats(
                 _write_list(os.path.join(out_dir, name), f.read().split())
     else:
         _write_list(os.path.join(out_dir, "train.txt"), cases)
+    return cases
+
+
+def _load_meta(path: str):
+    """A channel-first MetaTensor (array and affine) of an image file or a DICOM series folder (MONAI's ITK reader)."""
+    from monai.data import ITKReader
+    from monai.transforms import LoadImage
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: not found.")
+    try:
+        return LoadImage(reader=ITKReader(), image_only=True, ensure_channel_first=True, dtype=np.float32)(path)
+    except Exception as e:
+        raise ValueError(f"{path}: cannot be read as an image or DICOM series ({e}).") from e
+
+
+def pancreas_normalise(image: np.ndarray, label: np.ndarray, output_size: Sequence[int] = (96, 96, 96)):
+    """MC-Net's Pancreas-CT steps after resampling to 1 mm (``data/Pancreas/Pre-processing``): HU window
+    [-125, 275] (level 75, width 400) scaled to [0, 1]; x/y cropped to the label's box, widened to at least
+    ``output_size`` and by 25 voxels a side; z-scored over the crop. Arrays in (x, y, z) order."""
+    image = (np.clip(image.astype(np.float64), -125.0, 275.0) + 125.0) / 400.0
+    nz = np.nonzero(label)
+    if not nz[0].size:
+        raise ValueError("the label is empty: the published crop is defined by the label's bounding box.")
+    box = []
+    for axis in (0, 1):
+        lo, hi = int(nz[axis].min()), int(nz[axis].max())
+        pad = max(int(output_size[axis]) - (hi - lo), 0) // 2
+        box.append(slice(max(lo - pad - 25, 0), min(hi + pad + 25, label.shape[axis])))
+    image, label = image[tuple(box)], label[tuple(box)]
+    return ((image - image.mean()) / image.std()).astype(np.float32), (label > 0).astype(np.uint8)
+
+
+def convert_pancreas(image_dir: str, label_dir: str, out_dir: str, split_dir: str | None = None) -> list[str]:
+    """NIH Pancreas-CT (``<image_dir>/PANCREAS_<NNNN>/``: the case's DICOM series, in any sub-folder, or
+    ``PANCREAS_<NNNN>.nii.gz``; ``<label_dir>/label<NNNN>.nii.gz``) to MC-Net's h5 layout
+    (``<out_dir>/Pancreas_h5/image<NNNN>_norm.h5``).
+
+    Steps: read with ITK (HU from the DICOM rescale slope and intercept); the label is resampled onto the image grid
+    (nearest) when their geometry differs; both resampled to 1 mm isotropic (cubic B-spline image, nearest label;
+    axes kept in the image's own order); then :py:func:`pancreas_normalise`. The split lists (``train.list``,
+    ``test.list``) are copied from ``split_dir`` when given (the bundle ships MC-Net's), else every case goes to
+    ``train.list``.
+
+    Returns:
+        the converted case IDs (``image<NNNN>``).
+    """
+    import re
+
+    from monai.transforms import ResampleToMatch, Spacing
+
+    entries = sorted(p for p in glob.glob(os.path.join(image_dir, "PANCREAS_*")) if re.search(r"PANCREAS_(\d+)", p))
+    if not entries:
+        raise FileNotFoundError(f"{image_dir}: no PANCREAS_<NNNN> folder or NIfTI file (the NIH Pancreas-CT layout).")
+    cases = []
+    for entry in entries:
+        number = re.search(r"PANCREAS_(\d+)", os.path.basename(entry)).group(1)
+        case = f"image{int(number):04d}"
+        cases.append(case)
+        out = os.path.join(out_dir, "Pancreas_h5", f"{case}_norm.h5")
+        if os.path.isfile(out):
+            continue
+        source = entry
+        if os.path.isdir(entry):  # the series lies some folders down (study / series)
+            folders = sorted({os.path.dirname(p) for p in glob.glob(os.path.join(entry, "**", "*.dcm"), recursive=True)})
+            if len(folders) != 1:
+                raise ValueError(f"{entry}: expected one DICOM series folder, found {len(folders)}.")
+            source = folders[0]
+        label_path = os.path.join(label_dir, f"label{int(number):04d}.nii.gz")
+        image, label = _load_meta(source), _load_meta(label_path)
+        if label.shape != image.shape or not np.allclose(np.asarray(label.affine), np.asarray(image.affine), atol=1e-3):
+            label = ResampleToMatch(mode="nearest")(label, image)
+        image = Spacing(pixdim=(1.0, 1.0, 1.0), mode=3, padding_mode="border")(image)
+        label = Spacing(pixdim=(1.0, 1.0, 1.0), mode="nearest")(label)
+        img, lab = pancreas_normalise(np.asarray(image[0]), np.asarray(label[0]) > 0.5)
+        _write_h5(out, img, lab)
+    if split_dir:
+        for name in ("train.list", "test.list"):
+            with open(os.path.join(split_dir, name)) as f:
+                _write_list(os.path.join(out_dir, name), f.read().split())
+    else:
+        _write_list(os.path.join(out_dir, "train.list"), cases)
     return cases
 
 
