@@ -57,17 +57,22 @@ def la_crop_box(label: np.ndarray, output_size: Sequence[int] = (112, 112, 80), 
     It needs the label: a deployment cannot crop this way (inference crops nothing and uses sliding windows).
     """
     rng = rng or np.random.RandomState(0)
+    return _label_box_xy(label, output_size, lambda: int(rng.randint(10, 20)))
+
+
+def _label_box_xy(label: np.ndarray, output_size: Sequence[int], margin) -> tuple[slice, slice]:
+    """The label's x/y box widened to at least ``output_size`` and by ``margin()`` voxels a side (clipped)."""
     nz = np.nonzero(label)
     if not nz[0].size:
-        raise ValueError("the label is empty: UA-MT's crop is defined by the label's bounding box.")
+        raise ValueError("the label is empty: the published crop is defined by the label's bounding box.")
     slices = []
     for axis in (0, 1):
         lo, hi = int(nz[axis].min()), int(nz[axis].max())
         pad = max(int(output_size[axis]) - (hi - lo), 0) // 2
-        lo = max(lo - int(rng.randint(10, 20)) - pad, 0)
-        hi = min(hi + int(rng.randint(10, 20)) + pad, label.shape[axis])
+        lo = max(lo - margin() - pad, 0)
+        hi = min(hi + margin() + pad, label.shape[axis])
         slices.append(slice(lo, hi))
-    return tuple(slices)
+    return slices[0], slices[1]
 
 
 def convert_la(raw_dir: str, out_dir: str, seed: int = 0, test_ids: Sequence[str] | None = None) -> list[str]:
@@ -180,14 +185,7 @@ def pancreas_normalise(image: np.ndarray, label: np.ndarray, output_size: Sequen
     [-125, 275] (level 75, width 400) scaled to [0, 1]; x/y cropped to the label's box, widened to at least
     ``output_size`` and by 25 voxels a side; z-scored over the crop. Arrays in (x, y, z) order."""
     image = (np.clip(image.astype(np.float64), -125.0, 275.0) + 125.0) / 400.0
-    nz = np.nonzero(label)
-    if not nz[0].size:
-        raise ValueError("the label is empty: the published crop is defined by the label's bounding box.")
-    box = []
-    for axis in (0, 1):
-        lo, hi = int(nz[axis].min()), int(nz[axis].max())
-        pad = max(int(output_size[axis]) - (hi - lo), 0) // 2
-        box.append(slice(max(lo - pad - 25, 0), min(hi + pad + 25, label.shape[axis])))
+    box = _label_box_xy(label, output_size, lambda: 25)
     image, label = image[tuple(box)], label[tuple(box)]
     return ((image - image.mean()) / image.std()).astype(np.float32), (label > 0).astype(np.uint8)
 
