@@ -15,3 +15,4 @@ from .converters import (
     nifti_datalist,
     pancreas_normalise,
 )
+from .raw_intensity import RawIntensityd

@@ -1,0 +1,54 @@
+"""Raw scans at inference are normalised as the converters normalised the training data; h5 inputs pass unchanged."""
+
+from __future__ import annotations
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from bundle_utils import config_list, run_bundle
+from monai_stlu.data import RawIntensityd, write_synthetic_la
+
+
+def test_modes_against_numpy():
+    rng = np.random.RandomState(0)
+    raw = rng.gamma(2.0, 300.0, (20, 20, 12)) - 400.0
+    raw[:3] = 0.0
+    x = MetaTensor(torch.as_tensor(raw[None], dtype=torch.float32), meta={"filename_or_obj": "/data/scan.nii.gz"})
+    out = {m: RawIntensityd("image", m)({"image": x})["image"].numpy()[0] for m in ("zscore", "brain_zscore", "ct_window")}
+    v = raw.astype(np.float64)
+    np.testing.assert_allclose(out["zscore"], (v - v.mean()) / v.std(), atol=1e-4)
+    w = (np.clip(v, -125, 275) + 125) / 400
+    np.testing.assert_allclose(out["ct_window"], (w - w.mean()) / w.std(), atol=1e-4)
+    c = np.minimum(v, np.quantile(v[v != 0], 0.999))
+    np.testing.assert_allclose(out["brain_zscore"], (c - c[c > 0].mean()) / c[c > 0].std(), atol=1e-4)
+    h5 = MetaTensor(torch.as_tensor(raw[None], dtype=torch.float32), meta={"filename_or_obj": "/d/case/mri_norm2.h5"})
+    assert torch.equal(RawIntensityd("image")({"image": h5})["image"], h5)  # preprocessed data pass unchanged
+    with pytest.raises(ValueError, match="not one of"):
+        RawIntensityd("image", "minmax")
+
+
+def test_raw_nifti_gets_the_prediction_of_its_preprocessed_h5(tmp_path):
+    """A raw scan (the z-scored h5 image x 150 + 600, as an MR scanner's arbitrary units) written as NIfTI: the LA
+    bundle's inference predicts the same labels for it as for the h5 file."""
+    data = write_synthetic_la(str(tmp_path / "data"), num_train=0, num_test=1, shape=(64, 64, 48))
+    h5_path = next((tmp_path / "data").rglob("*.h5"))
+    with h5py.File(h5_path) as f:
+        image = f["image"][...]
+    raw_dir = tmp_path / "raw"
+    raw_dir.mkdir()
+    affine = np.diag([0.625, 0.625, 0.625, 1.0])
+    nib.save(nib.Nifti1Image((image * 150.0 + 600.0).astype(np.float32), affine), str(raw_dir / "scan.nii.gz"))
+    common = ["--bundle_root", str(tmp_path), "--load_pretrain", "false", "--n_filters", "4", "--progress", "false",
+              "--patch_size", "[32, 32, 32]", "--eval_stride", "[16, 16, 16]", "--amp", "false"]
+    preds = []
+    for name, source in (("h5", str(h5_path.parent)), ("raw", str(raw_dir))):
+        run_bundle("run", "--config_file", config_list("stlu_la", "inference.json"), *common, "--input_dir", source,
+                   "--output_dir", str(tmp_path / name))
+        preds.append(np.asanyarray(nib.load(str(next((tmp_path / name).rglob("*_seg.nii.gz")))).dataobj))
+    assert preds[0].shape == preds[1].shape == image.shape
+    assert 0 < preds[0].sum() < preds[0].size  # a random network still marks some voxels, not all
+    assert (preds[0] != preds[1]).mean() < 1e-3
