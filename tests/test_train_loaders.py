@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 from monai.transforms import Randomizable
+from monai.utils import set_determinism
 
 from conftest import REPO_ROOT
 
@@ -34,11 +35,20 @@ def write_cases(root, shapes, seed=0):
     return str(root)
 
 
+def walk(transform):
+    """A pipeline's transforms, nested ones included. Not ``Compose.flatten()``: it builds a new ``Compose``, which
+    re-seeds the transforms it holds from MONAI's global seed (after ``set_determinism`` every loader alike)."""
+    yield transform
+    for child in getattr(transform, "transforms", ()):
+        yield from walk(child)
+
+
 def random_transform_ids(loader) -> set[int]:
-    return {id(t) for t in loader.dataset.transform.flatten().transforms if isinstance(t, Randomizable)}
+    return {id(t) for t in walk(loader.dataset.transform) if isinstance(t, Randomizable)}
 
 
 def test_labeled_and_unlabeled_loaders_own_their_transforms(tmp_path):
+    set_determinism(seed=1337)  # as the bundle's initialize does: MONAI's global seed is set
     # labeled cases 64 wide, unlabeled ones of other sizes: a crop drawn for one cut from the other shows
     shapes = [(64, 64, 48)] * 4 + [(88, 72, 56), (72, 96, 48), (96, 80, 64), (80, 88, 56)]
     data = write_cases(tmp_path / "data", shapes)
@@ -52,8 +62,8 @@ def test_labeled_and_unlabeled_loaders_own_their_transforms(tmp_path):
     assert random_transform_ids(labeled) and not random_transform_ids(labeled) & random_transform_ids(unlabeled)
 
     # each draws its own random stream: the unlabeled crops, rotations and flips do not repeat the labeled ones
-    crop_states = [next(t for t in loader.dataset.transform.flatten().transforms if type(t).__name__ ==
-                        "RandSpatialCropd").R.get_state()[1] for loader in (labeled, unlabeled)]
+    crop_states = [next(t for t in walk(loader.dataset.transform) if type(t).__name__ == "RandSpatialCropd").R.get_state()[1]
+                   for loader in (labeled, unlabeled)]
     assert not np.array_equal(*crop_states)
 
     passes = 25
@@ -68,3 +78,4 @@ def test_labeled_and_unlabeled_loaders_own_their_transforms(tmp_path):
                 assert fg.min() > bg.max(), "a labeled crop's image and label were cut at different places"
             n += 1
         assert n == len(labeled)  # a loader thread that died on a bad crop would end the pass early
+    set_determinism(seed=None)
