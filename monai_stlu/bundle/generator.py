@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import copy
 import glob
 import json
 import os
@@ -71,7 +70,6 @@ def generate_bundle(name: str, bundles_dir: str | None = None, check: bool = Fal
     for config in SHARED_CONFIGS:
         with open(os.path.join(source, config)) as f:
             content = json.load(f)
-        content = copy.deepcopy(content)
         for path, value in delta.get(config, {}).items():
             _set(content, path, value, f"{delta_path} [{config}]")
         outputs[os.path.join("configs", config)] = _dump(content)

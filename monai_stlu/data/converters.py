@@ -16,31 +16,28 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from monai_stlu.data.h5_reader import write_h5_case
+
 __all__ = ["convert_la", "convert_brats", "convert_pancreas", "nifti_datalist", "brats_normalise", "la_crop_box", "pancreas_normalise"]
 
 
-def _read(path: str) -> np.ndarray:
-    """A volume as a numpy array in (x, y, z) order (MONAI's ITK reader), with a clear error for a bad file."""
+def _load(path: str):
+    """A channel-first float32 MetaTensor (array in (x, y, z) order and affine) of an image file or a DICOM series
+    folder, read with MONAI's ITK reader, with a clear error for a bad file."""
     from monai.data import ITKReader
     from monai.transforms import LoadImage
 
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: not found.")
     try:
-        return np.asarray(LoadImage(reader=ITKReader(), image_only=True, dtype=None)(path))
+        return LoadImage(reader=ITKReader(), image_only=True, ensure_channel_first=True, dtype=np.float32)(path)
     except Exception as e:  # ITK's errors do not name the file
-        raise ValueError(f"{path}: cannot be read as an image ({e}).") from e
+        raise ValueError(f"{path}: cannot be read as an image or DICOM series ({e}).") from e
 
 
-def _write_h5(path: str, image: np.ndarray, label: np.ndarray) -> None:
-    import h5py
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".partial"
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("image", data=image.astype(np.float32), compression="gzip")
-        f.create_dataset("label", data=label.astype(np.uint8), compression="gzip")
-    os.replace(tmp, path)
+def _read(path: str) -> np.ndarray:
+    """The volume of :py:func:`_load` as a numpy array (x, y, z)."""
+    return np.asarray(_load(path)[0])
 
 
 def _write_list(path: str, ids: Sequence[str]) -> None:
@@ -48,6 +45,17 @@ def _write_list(path: str, ids: Sequence[str]) -> None:
     with open(tmp, "w") as f:
         f.write("".join(f"{i}\n" for i in ids))
     os.replace(tmp, path)
+
+
+def _write_splits(out_dir: str, split_dir: str | None, names: Sequence[str], cases: Sequence[str]) -> None:
+    """Copy the list files ``names`` from ``split_dir`` (a published split) into ``out_dir``; without one, list every
+    converted case in the first (training) list."""
+    if not split_dir:
+        _write_list(os.path.join(out_dir, names[0]), cases)
+        return
+    for name in names:
+        with open(os.path.join(split_dir, name)) as f:
+            _write_list(os.path.join(out_dir, name), f.read().split())
 
 
 def la_crop_box(label: np.ndarray, output_size: Sequence[int] = (112, 112, 80), rng: np.random.RandomState | None = None):
@@ -105,10 +113,10 @@ def convert_la(raw_dir: str, out_dir: str, seed: int = 0, test_ids: Sequence[str
         # margins drawn per case from (seed, ID): a case converts the same whether or not others were done before
         box = la_crop_box(label, rng=np.random.RandomState((zlib.crc32(case.encode()) + seed) % 2**32))
         image = (image - image.mean()) / image.std()
-        _write_h5(out, image[box], label[box])
-    test = [c for c in cases if c in set(test_ids or [])]
-    _write_list(os.path.join(out_dir, "train.list"), [c for c in cases if c not in set(test)])
-    _write_list(os.path.join(out_dir, "test.list"), test)
+        write_h5_case(out, image[box], label[box])
+    test = set(test_ids or ())
+    _write_list(os.path.join(out_dir, "train.list"), [c for c in cases if c not in test])
+    _write_list(os.path.join(out_dir, "test.list"), [c for c in cases if c in test])
     return cases
 
 
@@ -157,27 +165,9 @@ def convert_brats(
         if image.shape != label.shape:
             raise ValueError(f"{path}: image {image.shape} and {seg[0]} {label.shape} differ in shape.")
         image, label = brats_normalise(image.transpose(2, 1, 0), label.transpose(2, 1, 0))
-        _write_h5(out, image, label)
-    if split_dir:
-        for name in ("train.txt", "val.txt", "test.txt"):
-            with open(os.path.join(split_dir, name)) as f:
-                _write_list(os.path.join(out_dir, name), f.read().split())
-    else:
-        _write_list(os.path.join(out_dir, "train.txt"), cases)
+        write_h5_case(out, image, label)
+    _write_splits(out_dir, split_dir, ("train.txt", "val.txt", "test.txt"), cases)
     return cases
-
-
-def _load_meta(path: str):
-    """A channel-first MetaTensor (array and affine) of an image file or a DICOM series folder (MONAI's ITK reader)."""
-    from monai.data import ITKReader
-    from monai.transforms import LoadImage
-
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: not found.")
-    try:
-        return LoadImage(reader=ITKReader(), image_only=True, ensure_channel_first=True, dtype=np.float32)(path)
-    except Exception as e:
-        raise ValueError(f"{path}: cannot be read as an image or DICOM series ({e}).") from e
 
 
 def pancreas_normalise(image: np.ndarray, label: np.ndarray, output_size: Sequence[int] = (96, 96, 96)):
@@ -186,7 +176,7 @@ def pancreas_normalise(image: np.ndarray, label: np.ndarray, output_size: Sequen
     ``output_size`` and by 25 voxels a side; z-scored over the crop. Arrays in (x, y, z) order."""
     image = (np.clip(image.astype(np.float64), -125.0, 275.0) + 125.0) / 400.0
     box = _label_box_xy(label, output_size, lambda: 25)
-    image, label = image[tuple(box)], label[tuple(box)]
+    image, label = image[box], label[box]
     return ((image - image.mean()) / image.std()).astype(np.float32), (label > 0).astype(np.uint8)
 
 
@@ -226,19 +216,14 @@ def convert_pancreas(image_dir: str, label_dir: str, out_dir: str, split_dir: st
                 raise ValueError(f"{entry}: expected one DICOM series folder, found {len(folders)}.")
             source = folders[0]
         label_path = os.path.join(label_dir, f"label{int(number):04d}.nii.gz")
-        image, label = _load_meta(source), _load_meta(label_path)
+        image, label = _load(source), _load(label_path)
         if label.shape != image.shape or not np.allclose(np.asarray(label.affine), np.asarray(image.affine), atol=1e-3):
             label = ResampleToMatch(mode="nearest")(label, image)
         image = Spacing(pixdim=(1.0, 1.0, 1.0), mode=3, padding_mode="border")(image)
         label = Spacing(pixdim=(1.0, 1.0, 1.0), mode="nearest")(label)
         img, lab = pancreas_normalise(np.asarray(image[0]), np.asarray(label[0]) > 0.5)
-        _write_h5(out, img, lab)
-    if split_dir:
-        for name in ("train.list", "test.list"):
-            with open(os.path.join(split_dir, name)) as f:
-                _write_list(os.path.join(out_dir, name), f.read().split())
-    else:
-        _write_list(os.path.join(out_dir, "train.list"), cases)
+        write_h5_case(out, img, lab)
+    _write_splits(out_dir, split_dir, ("train.list", "test.list"), cases)
     return cases
 
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ from monai.utils import MetaKeys, SpaceKeys, ensure_tuple, optional_import
 
 h5py, has_h5py = optional_import("h5py")
 
-__all__ = ["H5Reader", "open_h5", "read_h5_dataset"]
+__all__ = ["H5Reader", "open_h5", "read_h5_dataset", "write_h5_case"]
 
 
 class H5Reader(ImageReader):
@@ -84,8 +85,6 @@ class H5Reader(ImageReader):
 def open_h5(path: str, datasets: Sequence[str] = ()):
     """Open an h5 file for reading, with errors that name the file and the problem: a missing file
     (``FileNotFoundError``), a file that is not HDF5, or one without all of ``datasets`` (``ValueError``)."""
-    import os
-
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file.")
     try:
@@ -107,3 +106,14 @@ def read_h5_dataset(path: str, dataset: str) -> np.ndarray:
             return np.asarray(f[dataset][()])
         except (OSError, RuntimeError) as e:
             raise ValueError(f"{path}: dataset {dataset!r} cannot be decoded ({e}).") from e
+
+
+def write_h5_case(path: str, image: np.ndarray, label: np.ndarray) -> None:
+    """Write one case in the community h5 layout (``image`` float32, ``label`` uint8, gzip), atomically: a
+    ``.partial`` file renamed into place, so an interrupted write leaves no half-written case."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".partial"
+    with h5py.File(tmp, "w") as f:
+        f.create_dataset("image", data=np.asarray(image, dtype=np.float32), compression="gzip")
+        f.create_dataset("label", data=np.asarray(label, dtype=np.uint8), compression="gzip")
+    os.replace(tmp, path)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from monai_stlu.data.datalist import LA_CASE_PATH
+from monai_stlu.data.h5_reader import write_h5_case
 
 __all__ = ["synthetic_case", "write_synthetic_la"]
 
@@ -72,20 +73,12 @@ def write_synthetic_la(
     Returns:
         ``out_dir``.
     """
-    import h5py
-
     ids = [id_format.format(i) for i in range(num_train + num_test + num_val)]
     for i, case_id in enumerate(ids):
         path = os.path.join(out_dir, case_path.format(id=case_id))
         if os.path.exists(path) and not overwrite:
             continue
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        image, label = synthetic_case(shape, seed=seed + i)
-        tmp = path + ".tmp"
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("image", data=image, compression="gzip")
-            f.create_dataset("label", data=label, compression="gzip")
-        os.replace(tmp, path)
+        write_h5_case(path, *synthetic_case(shape, seed=seed + i))
     parts = [ids[:num_train], ids[num_train : num_train + num_test], ids[num_train + num_test :]]
     for name, part in zip(list_names, parts):
         with open(os.path.join(out_dir, name), "w") as f:
