@@ -123,49 +123,71 @@ def convert_la(raw_dir: str, out_dir: str, seed: int = 0, test_ids: Sequence[str
 def brats_normalise(image: np.ndarray, label: np.ndarray, percentile: float = 99.9) -> tuple[np.ndarray, np.ndarray]:
     """SSL4MIS's BraTS-2019 preprocessing of one volume: crop to the brain's box (non-zero voxels, upper bound
     exclusive as published), clip at the ``percentile`` of the cropped intensities, z-score with the mean and std of
-    the voxels > 0, label > 0 = whole tumour."""
-    nz = np.nonzero(image)
+    the voxels > 0, label > 0 = whole tumour.
+
+    ``image`` may also be channel-first (C, z, y, x), several MR sequences of one case: the box is that of the voxels
+    non-zero in any sequence, and each sequence is clipped and z-scored on its own."""
+    channels = image if image.ndim == label.ndim + 1 else image[None]
+    nz = np.nonzero(np.any(channels != 0, axis=0))
     if not nz[0].size:
         raise ValueError("the image is all zero: no brain to crop to.")
     box = tuple(slice(int(a.min()), int(a.max())) for a in nz)
-    image, label = image[box].astype(np.float64), label[box]
-    image = np.clip(image, image.min(), np.percentile(image, percentile))
-    brain = image[image > 0]
-    image = (image - brain.mean()) / brain.std()
-    return image.astype(np.float32), (label > 0).astype(np.uint8)
+    out = []
+    for channel in channels:
+        x = channel[box].astype(np.float64)
+        x = np.clip(x, x.min(), np.percentile(x, percentile))
+        brain = x[x > 0]
+        out.append(((x - brain.mean()) / brain.std()).astype(np.float32))
+    return (np.stack(out) if image.ndim == label.ndim + 1 else out[0]), (label[box] > 0).astype(np.uint8)
 
 
 def convert_brats(
-    raw_dir: str, out_dir: str, modality: str = "flair", split_dir: str | None = None
+    raw_dir: str, out_dir: str, modalities: Sequence[str] | str = ("flair",), split_dir: str | None = None
 ) -> list[str]:
     """BraTS-2019 (``<raw_dir>/**/<ID>/<ID>_<modality>.nii.gz`` + ``<ID>_seg.nii.gz``, HGG and LGG folders alike)
     to SSL4MIS's h5 layout (``<out_dir>/data/<ID>.h5``; arrays in (z, y, x) order as SimpleITK gives them).
 
     Preprocessing (:py:func:`brats_normalise`): brain box, clip at the 99.9th percentile, z-score over the brain,
-    label > 0. The split lists (``train.txt``, ``val.txt``, ``test.txt``) are copied from ``split_dir`` when given
-    (the bundle ships SSL4MIS's), else every converted case is listed in ``train.txt``.
+    label > 0. ``image`` holds the first of ``modalities`` (FLAIR by default: SSL4MIS's files exactly); with any
+    other choice every sequence is also written as a dataset of its own name (``flair``, ``t1``, ``t1ce``, ``t2``),
+    which the bundle stacks as input channels (its ``modalities`` key). The split lists (``train.txt``,
+    ``val.txt``, ``test.txt``) are copied from ``split_dir`` when given (the bundle ships SSL4MIS's), else every
+    converted case is listed in ``train.txt``.
+
+    Args:
+        raw_dir: the BraTS-2019 training release (``MICCAI_BraTS_2019_Data_Training``).
+        out_dir: dataset folder to write.
+        modalities: MR sequences, one name or several (``"flair,t1ce"`` on the command line).
+        split_dir: folder with the published split lists.
 
     Returns:
         the converted case IDs.
     """
-    images = sorted(glob.glob(os.path.join(raw_dir, "**", f"*_{modality}.nii*"), recursive=True))
+    modalities = [m.strip() for m in modalities.split(",")] if isinstance(modalities, str) else [str(m) for m in modalities]
+    first = modalities[0]
+    images = sorted(glob.glob(os.path.join(raw_dir, "**", f"*_{first}.nii*"), recursive=True))
     if not images:
-        raise FileNotFoundError(f"{raw_dir}: no <ID>/<ID>_{modality}.nii.gz found (the BraTS-2019 training layout).")
+        raise FileNotFoundError(f"{raw_dir}: no <ID>/<ID>_{first}.nii.gz found (the BraTS-2019 training layout).")
     cases = []
     for path in images:
-        case = os.path.basename(path).split(f"_{modality}.nii")[0]
-        seg = glob.glob(os.path.join(os.path.dirname(path), f"{case}_seg.nii*"))
-        if not seg:
-            raise FileNotFoundError(f"{path}: no {case}_seg.nii.gz beside it.")
+        case = os.path.basename(path).split(f"_{first}.nii")[0]
+        sources = {}
+        for name in modalities + ["seg"]:
+            found = glob.glob(os.path.join(os.path.dirname(path), f"{case}_{name}.nii*"))
+            if not found:
+                raise FileNotFoundError(f"{path}: no {case}_{name}.nii.gz beside it.")
+            sources[name] = found[0]
         cases.append(case)
         out = os.path.join(out_dir, "data", f"{case}.h5")
         if os.path.isfile(out):
             continue
-        image, label = _read(path), _read(seg[0])
-        if image.shape != label.shape:
-            raise ValueError(f"{path}: image {image.shape} and {seg[0]} {label.shape} differ in shape.")
-        image, label = brats_normalise(image.transpose(2, 1, 0), label.transpose(2, 1, 0))
-        write_h5_case(out, image, label)
+        volumes = {name: _read(source).transpose(2, 1, 0) for name, source in sources.items()}
+        for name in modalities:
+            if volumes[name].shape != volumes["seg"].shape:
+                raise ValueError(f"{sources[name]}: shape {volumes[name].shape} differs from {sources['seg']} {volumes['seg'].shape}.")
+        image, label = brats_normalise(np.stack([volumes[m] for m in modalities]), volumes["seg"])
+        extra = {} if modalities == ["flair"] else dict(zip(modalities, image))
+        write_h5_case(out, image[0], label, extra)
     _write_splits(out_dir, split_dir, ("train.txt", "val.txt", "test.txt"), cases)
     return cases
 

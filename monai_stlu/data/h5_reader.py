@@ -15,18 +15,31 @@ from monai.utils import MetaKeys, SpaceKeys, ensure_tuple, optional_import
 
 h5py, has_h5py = optional_import("h5py")
 
-__all__ = ["H5Reader", "open_h5", "read_h5_dataset", "write_h5_case"]
+__all__ = ["H5Reader", "is_h5_source", "open_h5", "read_h5_dataset", "write_h5_case"]
+
+H5_SUFFIXES = ("h5", "hdf5")
+
+
+def is_h5_source(source: Any) -> bool:
+    """Whether an image (a path, or a MetaTensor read from one) comes from an HDF5 file: those hold the converters'
+    preprocessed volumes, which the raw-scan steps of inference leave as they are."""
+    meta = getattr(source, "meta", None)
+    if meta is not None:
+        source = meta.get("filename_or_obj", "")
+    names = [str(s) for s in ensure_tuple(source)] if not isinstance(source, str) else [source]
+    return bool(names) and all(n.lower().endswith(tuple("." + s for s in H5_SUFFIXES)) for n in names)
 
 
 class H5Reader(ImageReader):
-    """Read one dataset (``image`` or ``label``) from HDF5 files, for ``LoadImage(reader=H5Reader(...))``.
+    """Read a dataset (``image`` or ``label``) from HDF5 files, for ``LoadImage(reader=H5Reader(...))``.
 
-    The community h5 files store no geometry, so the affine is ``diag(spacing)`` (identity by default). The
+    The community h5 files store no geometry, so the affine is ``diag(spacing)`` (identity by default). One 3-D
     array is returned without a channel dimension (``original_channel_dim`` is ``nan``), so
-    ``EnsureChannelFirst`` adds one. Several files are stacked as channels.
+    ``EnsureChannelFirst`` adds one. Several datasets (e.g. the MR sequences ``["flair", "t1ce"]`` a BraTS
+    converter wrote), or several files, are stacked as channels (datasets within a file, files after each other).
 
     Args:
-        dataset: name of the h5 dataset to read, e.g. ``"image"`` or ``"label"``.
+        dataset: name of the h5 dataset to read, e.g. ``"image"`` or ``"label"``, or a list of names.
         spacing: voxel spacing in mm (e.g. ``[0.625, 0.625, 0.625]`` for LA); None means unknown (1.0, voxels).
         dtype: optional numpy dtype to cast to.
 
@@ -39,13 +52,13 @@ class H5Reader(ImageReader):
         LoadImaged(keys="label", reader=H5Reader(dataset="label", spacing=[0.625] * 3))
     """
 
-    suffixes = ("h5", "hdf5")
+    suffixes = H5_SUFFIXES
 
-    def __init__(self, dataset: str = "image", spacing: Sequence[float] | None = None, dtype: Any = None) -> None:
+    def __init__(self, dataset: str | Sequence[str] = "image", spacing: Sequence[float] | None = None, dtype: Any = None) -> None:
         super().__init__()
         if not has_h5py:
             raise RuntimeError("H5Reader needs h5py: pip install h5py")
-        self.dataset = dataset
+        self.dataset = dataset if isinstance(dataset, str) else list(dataset)
         self.spacing = None if spacing is None else [float(s) for s in spacing]
         self.dtype = dtype
 
@@ -53,8 +66,8 @@ class H5Reader(ImageReader):
         return is_supported_format(filename, list(self.suffixes))
 
     def read(self, data: Sequence[str] | str, **kwargs) -> list[np.ndarray] | np.ndarray:
-        """Read ``self.dataset`` from each file; returns one array or a list of arrays."""
-        arrays = [read_h5_dataset(str(name), self.dataset) for name in ensure_tuple(data)]
+        """Read ``self.dataset`` (each of them) from each file; returns one array or a list of arrays."""
+        arrays = [read_h5_dataset(str(name), ds) for name in ensure_tuple(data) for ds in ensure_tuple(self.dataset)]
         return arrays if len(arrays) > 1 else arrays[0]
 
     def get_data(self, img: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, dict]:
@@ -108,12 +121,15 @@ def read_h5_dataset(path: str, dataset: str) -> np.ndarray:
             raise ValueError(f"{path}: dataset {dataset!r} cannot be decoded ({e}).") from e
 
 
-def write_h5_case(path: str, image: np.ndarray, label: np.ndarray) -> None:
-    """Write one case in the community h5 layout (``image`` float32, ``label`` uint8, gzip), atomically: a
-    ``.partial`` file renamed into place, so an interrupted write leaves no half-written case."""
+def write_h5_case(path: str, image: np.ndarray, label: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> None:
+    """Write one case in the community h5 layout (``image`` float32, ``label`` uint8, gzip; ``extra`` float32
+    datasets beside them, e.g. more MR sequences), atomically: a ``.partial`` file renamed into place, so an
+    interrupted write leaves no half-written case."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = path + ".partial"
     with h5py.File(tmp, "w") as f:
         f.create_dataset("image", data=np.asarray(image, dtype=np.float32), compression="gzip")
         f.create_dataset("label", data=np.asarray(label, dtype=np.uint8), compression="gzip")
+        for name, array in (extra or {}).items():
+            f.create_dataset(name, data=np.asarray(array, dtype=np.float32), compression="gzip")
     os.replace(tmp, path)

@@ -8,8 +8,9 @@ from collections.abc import Hashable, Mapping
 
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
 from monai.transforms import MapTransform
+
+from monai_stlu.data.h5_reader import is_h5_source
 
 __all__ = ["RawIntensityd"]
 
@@ -23,8 +24,9 @@ class RawIntensityd(MapTransform):
 
     Modes (see :py:mod:`monai_stlu.data.converters` for the published steps):
         - ``"zscore"`` (LA, LGE-MRI): ``(x - mean) / std`` over the volume, as UA-MT's conversion.
-        - ``"brain_zscore"`` (BraTS-2019, FLAIR): clip at the 99.9th percentile of the non-zero voxels, then z-score
-          with the mean and std of the voxels > 0, as SSL4MIS's (which clips within the brain's box).
+        - ``"brain_zscore"`` (BraTS-2019, MR sequences): clip at the 99.9th percentile of the volume, then z-score
+          with the mean and std of the voxels > 0, as SSL4MIS's; the bundle's :py:class:`RawGeometryd` first crops
+          to the brain's box as SSL4MIS does, so the percentile is taken over the same voxels.
         - ``"ct_window"`` (Pancreas-CT): HU window [-125, 275] scaled to [0, 1], then z-score over the volume. The
           published z-score is over a crop around the pancreas, which needs the label: over a whole abdomen the mean
           and std differ, a known shift between the training data and raw scans.
@@ -49,10 +51,9 @@ class RawIntensityd(MapTransform):
         if self.mode == "ct_window":
             x = (x.clamp(-125.0, 275.0) + 125.0) / 400.0
         if self.mode == "brain_zscore":
-            nonzero = x[x != 0]
-            if nonzero.numel():
-                step = -(-nonzero.numel() // 2**24)  # torch.quantile takes at most 2**24 values
-                x = torch.minimum(x, torch.quantile(nonzero.double()[::step], 0.999).float())
+            values = x.flatten()
+            step = -(-values.numel() // 2**24)  # torch.quantile takes at most 2**24 values
+            x = torch.minimum(x, torch.quantile(values.double()[::step], 0.999).float())
             brain = x[x > 0]
             mean, std = (brain.mean(), brain.std(unbiased=False)) if brain.numel() > 1 else (x.mean(), x.std(unbiased=False))
         else:
@@ -62,9 +63,7 @@ class RawIntensityd(MapTransform):
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         for key in self.key_iterator(d):
-            x = d[key]
-            source = str(x.meta.get("filename_or_obj", "")) if isinstance(x, MetaTensor) else ""
-            if source.lower().endswith((".h5", ".hdf5")):
-                continue
-            d[key] = self._normalise(x)
+            if not is_h5_source(d[key]):
+                x = d[key].float()  # channel first: each channel (MR sequence) is normalised on its own
+                d[key] = torch.stack([self._normalise(c) for c in x]) if x.ndim > 3 else self._normalise(x)
         return d
