@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import shutil
 
 import h5py
@@ -117,3 +118,30 @@ def test_method_trains_evaluates_exports(bundle, method, tmp_path):
                "--config_file", config_list(bundle, "inference.json", f"methods/{method}.json"), "--n_filters", "4")
     out = torch.jit.load(str(ts))(torch.randn(1, 1, 32, 32, 32))
     assert out.shape == (1, 2, 32, 32, 32)
+
+
+@pytest.mark.parametrize("bundle, break_it, message", [
+    ("stlu_pancreas", lambda root, args: (root / "Pancreas_h5" / "image0003_norm.h5").unlink(),
+     r"case image0003 listed in .*train.list is missing: .*Pancreas_h5/image0003_norm.h5"),
+    ("stlu_brats", lambda root, args: args.extend(["--modalities", "['flair', 't2']"]),
+     r"data/BraTS19_SYN_000_1.h5: has no dataset 'flair'.*--modalities flair,t2"),
+    ("stlu_brats", lambda root, args: _relabel(root / "data" / "BraTS19_SYN_004_1.h5", np.zeros((64, 64, 60), np.uint8)),
+     r"data/BraTS19_SYN_004_1.h5: shape mismatch"),
+])
+def test_bad_data_in_the_new_layouts_is_named_before_training(bundle, break_it, message, tmp_path):
+    """A missing case, a sequence the files lack, an image/label shape mismatch: the error names the file and the
+    problem, and no training step ran (no checkpoint)."""
+    args = synthetic_layout(bundle, tmp_path / "data")
+    break_it(tmp_path / "data", args)
+    proc = run_bundle("run", "training", "--config_file", config_list(bundle, "train.json", "quick.json"), *args,
+                      "--bundle_root", str(tmp_path), "--num_labeled", "2", "--num_val", "1", "--n_filters", "4",
+                      "--max_iterations", "2", check=False)
+    assert proc.returncode != 0
+    assert re.search(message, proc.stdout + proc.stderr), (proc.stdout + proc.stderr)[-3000:]
+    assert not list(tmp_path.glob("models/**/*.pt"))
+
+
+def _relabel(path, label):
+    with h5py.File(path, "r+") as f:
+        del f["label"]
+        f.create_dataset("label", data=label)

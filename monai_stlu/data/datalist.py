@@ -44,7 +44,7 @@ def check_h5_case(path: str, keys: Sequence[str] = ("image", "label")) -> None:
     with open_h5(path, keys) as f:
         shapes = {k: tuple(f[k].shape) for k in keys}
     if len(set(shapes.values())) > 1:
-        raise ValueError(f"{path}: image/label shape mismatch {shapes}.")
+        raise ValueError(f"{path}: shape mismatch between datasets {shapes} (image and label must match).")
 
 
 def _split_labeled(
@@ -92,6 +92,7 @@ def h5_split(
     val_ids: Sequence[str] | None = None,
     val_list: str | None = None,
     dataset_name: str = "LA",
+    image_dataset: str | Sequence[str] = "image",
 ) -> dict[str, list[dict]]:
     """Split a community h5 layout (one h5 file per case with ``image`` and ``label`` datasets, ID list files):
     labeled = the first ``num_labeled`` IDs of ``train_list``, validation = its last ``num_val`` IDs (or the
@@ -117,6 +118,8 @@ def h5_split(
         val_list: a list file of validation cases outside ``train_list``; ``num_val`` and ``val_ids`` are then
             ignored.
         dataset_name: named in the error when no data are found.
+        image_dataset: the h5 dataset(s) the image is read from (several: MR sequences stacked as channels), each
+            checked with ``check``.
 
     Returns:
         ``{"labeled", "unlabeled", "val", "test"}``: lists of ``{"image", "label", "id"}`` dicts (unlabeled
@@ -141,15 +144,25 @@ def h5_split(
             f"list files and one h5 file per listed case at {case_path!r}. {DATA_HELP}"
         )
 
+    image_keys = (image_dataset,) if isinstance(image_dataset, str) else tuple(image_dataset)
+
     def cases(list_path: str) -> list[dict]:
         out = []
         for case_id in _read_list(list_path):
             path = os.path.join(dataset_dir, case_path.format(id=case_id))
             if check:
                 try:
-                    check_h5_case(path)
+                    check_h5_case(path, image_keys + ("label",))
                 except FileNotFoundError as e:
                     raise FileNotFoundError(f"case {case_id} listed in {list_path} is missing: {path}") from e
+                except ValueError as e:
+                    if image_keys == ("image",) or "has no dataset" not in str(e):
+                        raise
+                    raise ValueError(
+                        f"{e} The image is read from the datasets {list(image_keys)} (the modalities): write them "
+                        "with the converter's --modalities (python -m monai_stlu convert brats RAW OUT --modalities "
+                        f"{','.join(image_keys)})."
+                    ) from e
             out.append({"image": path, "label": path, "id": case_id})
         return out
 
@@ -229,11 +242,12 @@ def semi_supervised_split(
     case_path: str = LA_CASE_PATH,
     val_list: str | None = None,
     dataset_name: str = "LA",
+    image_dataset: str | Sequence[str] = "image",
 ) -> dict[str, list[dict]]:
     """The bundles' entry point: :py:func:`json_split` when ``datalist_file`` is given, else :py:func:`h5_split`."""
     if datalist_file:
         return json_split(datalist_file, num_labeled=num_labeled, num_val=num_val)
     return h5_split(
         dataset_dir, train_list=train_list, test_list=test_list, num_labeled=num_labeled, num_val=num_val,
-        case_path=case_path, val_ids=val_ids, val_list=val_list, dataset_name=dataset_name,
+        case_path=case_path, val_ids=val_ids, val_list=val_list, dataset_name=dataset_name, image_dataset=image_dataset,
     )
