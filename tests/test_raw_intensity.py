@@ -32,8 +32,8 @@ def test_modes_against_numpy():
 
 
 def test_raw_nifti_gets_the_prediction_of_its_preprocessed_h5(tmp_path):
-    """A raw scan (the z-scored h5 image x 150 + 600, as an MR scanner's arbitrary units) written as NIfTI: the LA
-    bundle's inference predicts the same labels for it as for the h5 file."""
+    """A raw scan (the z-scored h5 image x 150 + 600, as an MR scanner's arbitrary units) written as NIfTI and as
+    NRRD: the LA bundle's inference predicts the same labels for each as for the h5 file."""
     data = write_synthetic_la(str(tmp_path / "data"), num_train=0, num_test=1, shape=(64, 64, 48))
     h5_path = next((tmp_path / "data").rglob("*.h5"))
     with h5py.File(h5_path) as f:
@@ -42,13 +42,19 @@ def test_raw_nifti_gets_the_prediction_of_its_preprocessed_h5(tmp_path):
     raw_dir.mkdir()
     affine = np.diag([0.625, 0.625, 0.625, 1.0])
     nib.save(nib.Nifti1Image((image * 150.0 + 600.0).astype(np.float32), affine), str(raw_dir / "scan.nii.gz"))
+    import itk  # the LA 2018 release's format: NRRD (lgemri.nrrd), read through ITK
+
+    nrrd = itk.image_from_array(np.ascontiguousarray((image * 150.0 + 600.0).astype(np.float32).transpose(2, 1, 0)))
+    nrrd.SetSpacing([0.625] * 3)
+    (tmp_path / "nrrd").mkdir()
+    itk.imwrite(nrrd, str(tmp_path / "nrrd" / "lgemri.nrrd"))
     common = ["--bundle_root", str(tmp_path), "--load_pretrain", "false", "--n_filters", "4", "--progress", "false",
               "--patch_size", "[32, 32, 32]", "--eval_stride", "[16, 16, 16]", "--amp", "false"]
     preds = []
-    for name, source in (("h5", str(h5_path.parent)), ("raw", str(raw_dir))):
+    for name, source in (("h5", str(h5_path.parent)), ("raw", str(raw_dir)), ("nrrd", str(tmp_path / "nrrd"))):
         run_bundle("run", "--config_file", config_list("stlu_la", "inference.json"), *common, "--input_dir", source,
                    "--output_dir", str(tmp_path / name))
         preds.append(np.asanyarray(nib.load(str(next((tmp_path / name).rglob("*_seg.nii.gz")))).dataobj))
-    assert preds[0].shape == preds[1].shape == image.shape
+    assert preds[0].shape == preds[1].shape == preds[2].shape == image.shape
     assert 0 < preds[0].sum() < preds[0].size  # a random network still marks some voxels, not all
-    assert (preds[0] != preds[1]).mean() < 1e-3
+    assert (preds[0] != preds[1]).mean() < 1e-3 and (preds[0] != preds[2]).mean() < 1e-3

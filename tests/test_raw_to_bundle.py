@@ -131,8 +131,6 @@ def pancreas_data(tmp_path_factory):
 
 
 def test_pancreas_from_dicom_trains_exports_and_segments_a_raw_series(pancreas_data, tmp_path):
-    import onnxruntime as ort
-
     common = ["--bundle_root", str(tmp_path), "--dataset_dir", str(pancreas_data / "Pancreas"),
               "--train_list", "train.list", "--test_list", "test.list", "--num_labeled", "2", "--num_val", "0", *SMALL]
     run_bundle("run", "training", "--config_file", config_list("stlu_pancreas", "train.json", "quick.json"), *common,
@@ -149,26 +147,28 @@ def test_pancreas_from_dicom_trains_exports_and_segments_a_raw_series(pancreas_d
     np.testing.assert_allclose(pred.affine, np.asarray(loaded.affine), atol=1e-4)
     assert set(np.unique(np.asanyarray(pred.dataobj))) <= {0, 1}
 
-    onnx_path = tmp_path / "model.onnx"
-    run_bundle("onnx_export", "network_def", "--filepath", str(onnx_path), "--ckpt_file", str(model),
-               "--meta_file", str(pancreas_meta()), "--config_file", config_list("stlu_pancreas", "inference.json"),
-               "--n_filters", "4", "--input_shape", "[1,1,32,32,32]",
-               "--converter_kwargs", "{'input_names': ['image'], 'output_names': ['pred']}")
+    _onnx_parity("stlu_pancreas", model, tmp_path / "model.onnx")
+
+
+def _onnx_parity(bundle: str, model, onnx_path, in_channels: int = 1, extra=()) -> None:
+    """The bundle's ONNX export of the trained model against the PyTorch network (onnxruntime, tolerance 1e-4)."""
+    import onnxruntime as ort
+
+    from conftest import REPO_ROOT
     from monai_stlu.networks import STLUNet
 
-    net = STLUNet(n_filters=4).eval()
+    run_bundle("onnx_export", "network_def", "--filepath", str(onnx_path), "--ckpt_file", str(model),
+               "--meta_file", str(REPO_ROOT / "bundles" / bundle / "configs" / "metadata.json"),
+               "--config_file", config_list(bundle, "inference.json"), "--n_filters", "4", *extra,
+               "--input_shape", f"[1,{in_channels},32,32,32]",
+               "--converter_kwargs", "{'input_names': ['image'], 'output_names': ['pred']}")
+    net = STLUNet(in_channels=in_channels, n_filters=4).eval()
     net.load_state_dict(torch.load(model, weights_only=True))
-    x = torch.randn(1, 1, 32, 32, 32)
+    x = torch.randn(1, in_channels, 32, 32, 32)
     with torch.no_grad():
         ref = net(x).numpy()
     out = ort.InferenceSession(str(onnx_path)).run(None, {"image": x.numpy()})[0]
-    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)  # stated tolerance: 1e-4
-
-
-def pancreas_meta():
-    from conftest import REPO_ROOT
-
-    return REPO_ROOT / "bundles" / "stlu_pancreas" / "configs" / "metadata.json"
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
 
 
 def test_brats_two_sequences_convert_train_and_segment_raw_cases(tmp_path):
@@ -201,5 +201,7 @@ def test_brats_two_sequences_convert_train_and_segment_raw_cases(tmp_path):
                "--eval_stride", "[16, 16, 16]", "--input_dir", str(raw / names[5]), "--output_dir", str(tmp_path / "pred"))
     pred = _prediction(tmp_path / "pred")
     assert pred.shape == (48, 44, 36)
+    _onnx_parity("stlu_brats", tmp_path / "models" / "model.pt", tmp_path / "model.onnx", in_channels=2,
+                 extra=["--modalities", "['flair', 't2']"])
     with pytest.raises(FileNotFoundError, match="t1ce"):
         find_images(str(raw), modalities=["flair", "t1ce"])
