@@ -17,3 +17,4 @@ from .converters import (
 )
 from .raw_intensity import RawIntensityd
 from .raw_geometry import RawGeometryd
+from .datastore import IMAGE_PATTERNS, epoch_length, is_datastore_list, unlabeled_cases
