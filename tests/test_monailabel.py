@@ -144,6 +144,7 @@ def test_infer_train_with_unlabeled_studies_and_infer_again(server, tmp_path):
     assert "stlu_la" in info["models"] and "stlu_la" in info["trainers"]
     options = info["trainers"]["stlu_la"]["config"]
     assert {"use_unlabeled", "iterations_per_epoch", "resume"} <= set(options)  # the bundle's displayable configs
+    assert info["models"]["stlu_la"]["config"]["eval_stride"] == [18, 18, 4]  # inference's, from inference.json
     case = server["ids"][-1]  # an unlabeled study
     scan = nib.load(str(server["studies"] / f"{case}.nii.gz"))
     pred = _infer(server, case, tmp_path / "before.nii.gz")
