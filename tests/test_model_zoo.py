@@ -40,18 +40,23 @@ def _tracked_copy(bundle: str, dest: Path) -> None:
     shutil.move(str(dest.parent / "_x" / "bundles" / bundle), str(dest))
 
 
+def _zoo_with(bundle: str, tmp_path: Path) -> Path:
+    """A temporary model-zoo tree: its ``ci/`` and the bundle (as committed) in ``models/<bundle>``."""
+    shutil.copytree(Path(ZOO) / "ci", tmp_path / "ci")
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "model_info.json").write_text("{}")  # no published version yet
+    _tracked_copy(bundle, models / bundle)
+    return models / bundle
+
+
 @pytest.mark.parametrize("bundle", ["stlu_la", "stlu_pancreas", "stlu_brats"])
 def test_verify_bundle_full(bundle, tmp_path):
     if not SCHEMA.is_file():
         pytest.skip(f"{SCHEMA}: the offline metadata schema is not here (the check would download it)")
     from monai.bundle import ConfigParser
 
-    shutil.copytree(Path(ZOO) / "ci", tmp_path / "ci")
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / "model_info.json").write_text("{}")  # no published version yet
-    root = models / bundle
-    _tracked_copy(bundle, root)
+    root = _zoo_with(bundle, tmp_path)
     (root / "eval").mkdir(exist_ok=True)
     shutil.copy(SCHEMA, root / "eval" / "schema.json")
     (root / "models").mkdir(exist_ok=True)
@@ -66,3 +71,20 @@ def test_verify_bundle_full(bundle, tmp_path):
     for step in ("directory is verified", "version and changelog are verified", "metadata format is verified",
                  "data shape is verified", "export weights into TorchScript module successfully"):
         assert step in log, step
+
+
+@pytest.mark.parametrize("bundle", ["stlu_la", "stlu_pancreas", "stlu_brats"])
+def test_zoo_unit_test_runner(bundle, tmp_path):
+    """The zoo-style unit test of the bundle (tests/model_zoo_unittest_template.py as ci/unit_tests/test_<bundle>.py)
+    passes under the zoo's own runner."""
+    root = _zoo_with(bundle, tmp_path)
+    template = (Path(__file__).with_name("model_zoo_unittest_template.py")).read_text()
+    (tmp_path / "ci" / "unit_tests" / f"test_{bundle}.py").write_text(
+        template.replace('BUNDLE = "stlu_la"', f'BUNDLE = "{bundle}"'))
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, "ci/unit_tests/runner.py", "-b", bundle], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=900)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-5000:]
+    assert "Ran 2 tests" in log and "OK" in log, log[-3000:]
+    assert (root / "models" / "model.pt").is_file()
