@@ -1,15 +1,27 @@
 # Copyright (c) monai_stlu contributors
 # Licensed under the Apache License, Version 2.0
-"""Command line: ``python -m monai_stlu synth DIR``, ``python -m monai_stlu check DIR`` and
-``python -m monai_stlu generate_bundles [--check]``, ``python -m monai_stlu convert la|pancreas|brats|nifti ...``."""
+"""Command line (``python -m monai_stlu`` or the ``monai_stlu`` console script; ``--help`` on each command):
+
+- ``train``: a bundle's training for one method, printed as the ``python -m monai.bundle run`` call it makes, then run;
+- ``predict -i FILE_OR_DIR -o DIR``: NIfTI/NRRD/DICOM/h5 in, ``<name>_seg.nii.gz`` out on the input's grid;
+- ``evaluate -p PRED_DIR -l LABEL_DIR``: the bundles' metrics CSVs for any folder of predictions;
+- ``synth``, ``check``, ``convert la|pancreas|brats|nifti``, ``generate_bundles``.
+"""
 
 from __future__ import annotations
 
+import glob
+import os
+import shlex
+import subprocess
+import sys
 from collections.abc import Sequence
+from typing import Any
 
 from monai_stlu.data.datalist import LA_CASE_PATH
+from monai_stlu.data.find_images import case_id
 
-__all__ = ["synth", "check", "generate_bundles", "main"]
+__all__ = ["synth", "check", "generate_bundles", "train", "predict", "evaluate", "main"]
 
 
 def synth(out_dir: str, num_train: int = 12, num_test: int = 4, shape: Sequence[int] = (96, 96, 64), seed: int = 0) -> str:
@@ -81,10 +93,209 @@ def generate_bundles(check: bool = False, bundles_dir: str | None = None) -> int
     return len(changed)
 
 
+def _bundle_configs(bundle: str) -> str:
+    """The configs folder of a bundle given by name (``stlu_la``, ``stlu_pancreas``, ``stlu_brats``: this
+    checkout's ``bundles/``) or by path."""
+    from monai_stlu.bundle.generator import default_bundles_dir
+
+    folder = bundle if os.path.isdir(os.path.join(str(bundle), "configs")) else os.path.join(default_bundles_dir(), str(bundle))
+    configs = os.path.join(folder, "configs")
+    if not os.path.isfile(os.path.join(configs, "train.json")):
+        raise FileNotFoundError(f"{bundle}: not a bundle folder or name (no {configs}/train.json).")
+    return os.path.abspath(configs)
+
+
+def _config_files(configs: str, names: Sequence[str], method: str) -> str:
+    method_file = os.path.join(configs, "methods", f"{method}.json")
+    if not os.path.isfile(method_file):
+        known = sorted(os.path.basename(f)[:-5] for f in glob.glob(os.path.join(configs, "methods", "*.json")))
+        raise ValueError(f"method {method!r} is not one of {known}.")
+    files = [os.path.join(configs, n) for n in names] + [method_file]
+    return "[" + ",".join(repr(f) for f in files) + "]"
+
+
+def _cli_value(value: Any) -> str:
+    return value if isinstance(value, str) else repr(value)
+
+
+def _run(cmd: list[str], dry_run: bool) -> int:
+    print(shlex.join(cmd), flush=True)
+    return 0 if dry_run else subprocess.call(cmd)
+
+
+def train(
+    bundle: str = "stlu_la",
+    method: str = "stlu",
+    num_labeled: int | None = None,
+    dataset_dir: str | None = None,
+    output: str | None = None,
+    quick: bool = False,
+    dry_run: bool = False,
+    **overrides: Any,
+) -> int:
+    """Train one method of a bundle: builds the ``python -m monai.bundle run training`` call, prints it, runs it
+    and, at the end, says where the model is and its best validation Dice.
+
+    Args:
+        bundle: ``stlu_la``, ``stlu_pancreas``, ``stlu_brats`` or a bundle folder.
+        method: ``stlu``, ``supervised``, ``mean_teacher``, ``ua_mt``, ``cps``, ``mcnet_plus`` or ``bcp``.
+        num_labeled: labeled cases (default: the bundle's).
+        dataset_dir: the data folder (default: the bundle's, or its environment variable).
+        output: folder for ``models/`` and ``eval/`` (default: inside the bundle), one sub-folder per method.
+        quick: add the bundle's ``quick.json`` (a few iterations, small crops).
+        dry_run: print the command only.
+        overrides: any other config key, e.g. ``--max_iterations 2000`` (passed on as ``--key value``).
+
+    Returns:
+        the exit status of the training run.
+    """
+    if overrides.pop("help", False):  # fire hands --help to **overrides
+        print(train.__doc__)
+        return 0
+    configs = _bundle_configs(bundle)
+    names = ["train.json"] + (["quick.json"] if quick else [])
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", _config_files(configs, names, method)]
+    if dataset_dir is not None:
+        cmd += ["--dataset_dir", os.path.abspath(str(dataset_dir))]
+    if num_labeled is not None:
+        cmd += ["--num_labeled", str(int(num_labeled))]
+    if output is not None:
+        out = os.path.abspath(str(output))
+        cmd += ["--ckpt_dir", f"$os.path.join({out!r}, 'models', @output_subdir)",
+                "--output_dir", f"$os.path.join({out!r}, 'eval', @output_subdir)"]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", _cli_value(value)]
+    rc = _run(cmd, dry_run)
+    if rc == 0 and not dry_run:
+        if "ckpt_dir" in overrides:
+            ckpt_dir = str(overrides["ckpt_dir"])
+        else:
+            import json
+
+            with open(os.path.join(configs, "methods", f"{method}.json")) as f:
+                subdir = str(json.load(f).get("output_subdir", ""))
+            base = os.path.abspath(str(output)) if output is not None else os.path.dirname(configs)
+            ckpt_dir = os.path.normpath(os.path.join(base, "models", subdir))
+        print(training_summary(ckpt_dir))
+    return rc
+
+
+def training_summary(ckpt_dir: str) -> str:
+    """Where a run's model is and its best validation Dice (from its last checkpoint)."""
+    import torch
+
+    lines = [f"model: {os.path.join(ckpt_dir, 'model.pt')}"]
+    ckpts = sorted(glob.glob(os.path.join(ckpt_dir, "checkpoint_*.pt")), key=os.path.getmtime)
+    if ckpts:
+        state = torch.load(ckpts[-1], map_location="cpu", weights_only=True)
+        saved = state.get("best_model", {}).get("key_metric_saved", [])
+        trainer = state.get("trainer", {})
+        lines.append(f"iterations: {trainer.get('iteration', '?')}")
+        lines.append(f"best validation Dice: {max(p for p, _ in saved):.4f}" if saved else "best validation Dice: none (no validation cases)")
+    return "\n".join(lines)
+
+
+def predict(
+    i: str, o: str, bundle: str = "stlu_la", method: str = "stlu", model: str | None = None, dry_run: bool = False,
+    **overrides: Any,
+) -> int:
+    """Segment a file or a folder (h5, NIfTI, NRRD, DICOM series folders): ``<name>_seg.nii.gz`` in ``o``, on the
+    input's grid, in its space and orientation.
+
+    Args:
+        i: input file or folder.
+        o: output folder.
+        bundle: ``stlu_la``, ``stlu_pancreas``, ``stlu_brats`` or a bundle folder.
+        method: the method that trained the model (its network).
+        model: the weights (default: the bundle's ``models/<method>/model.pt``).
+        dry_run: print the command only.
+        overrides: any other inference key, e.g. ``--eval_stride "[32,32,16]"``.
+    """
+    if overrides.pop("help", False):  # fire hands --help to **overrides
+        print(predict.__doc__)
+        return 0
+    configs = _bundle_configs(bundle)
+    if not os.path.exists(str(i)):
+        raise FileNotFoundError(f"{i}: no such file or folder to segment.")
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_files(configs, ["inference.json"], method),
+           "--input_dir", os.path.abspath(str(i)), "--output_dir", os.path.abspath(str(o))]
+    if model is not None:
+        if not os.path.isfile(str(model)):
+            raise FileNotFoundError(f"{model}: no such model file.")
+        cmd += ["--checkpointloader#load_path", os.path.abspath(str(model))]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", _cli_value(value)]
+    return _run(cmd, dry_run)
+
+
+def _read_volume(path: str, dataset: str = "label"):
+    """A volume (spatial dims) and its spacing (None when the file stores none: h5)."""
+    import numpy as np
+    from monai.transforms import LoadImage
+
+    from monai_stlu.data import H5Reader, is_h5_source
+
+    if is_h5_source(path):
+        return np.asarray(LoadImage(reader=H5Reader(dataset), image_only=True)(path)), None
+    img = LoadImage(image_only=True)(path)
+    return np.asarray(img), [float(s) for s in img.pixdim]
+
+
+def evaluate(p: str, l: str, o: str | None = None, num_classes: int = 2, postfix: str = "_seg") -> int:  # noqa: E741
+    """Score a folder of predictions against a folder of labels with the bundles' metrics (Dice, Jaccard, HD95,
+    ASD, medpy's definitions): ``metrics.csv`` (per case and class) and ``metrics_summary.csv`` in ``o``.
+
+    Predictions are matched to labels by case name (a prediction ``<name>{postfix}.nii.gz``; a label NIfTI named
+    ``<name>.nii.gz``, or an h5 case of the community layouts, whose ``label`` dataset is read). Distances are in mm
+    with the prediction's voxel spacing.
+
+    Args:
+        p: folder of predictions.
+        l: folder of labels (NIfTI files, or an h5 data set).
+        o: output folder (default: ``p``).
+        num_classes: classes including background.
+        postfix: the predictions' name postfix.
+
+    Returns:
+        the number of cases scored.
+
+    Raises:
+        FileNotFoundError: no prediction, or a prediction without a label.
+        ValueError: a prediction and its label differ in shape.
+    """
+    from monai_stlu.data import find_images
+    from monai_stlu.handlers import SegmentationMetricsSaver
+
+    preds = {}
+    for item in find_images(str(p), patterns=("*.nii.gz", "*.nii")):
+        name = case_id(item["image"])
+        preds[name[: -len(postfix)] if postfix and name.endswith(postfix) else name] = item["image"]
+    labels = {x["id"]: x["image"] for x in find_images(str(l))}
+    missing = sorted(set(preds) - set(labels))
+    if missing:
+        raise FileNotFoundError(f"{l}: no label for the predictions {missing[:5]}{' ...' if len(missing) > 5 else ''}.")
+    unscored = sorted(set(labels) - set(preds))
+    if unscored:
+        print(f"warning: {len(unscored)} labels have no prediction in {p} (not scored): {unscored[:5]}")
+    saver = SegmentationMetricsSaver(str(o or p), num_classes=num_classes)
+    for name in sorted(preds):
+        pred, spacing = _read_volume(preds[name])
+        label, _ = _read_volume(labels[name])
+        if pred.shape != label.shape:
+            raise ValueError(f"{preds[name]}: shape {pred.shape} differs from its label {labels[name]} {label.shape}.")
+        saver.add_case(name, pred.round().astype(int), label.round().astype(int), spacing)
+    saver.write()
+    for s in saver.summary():
+        if s["metric"] in ("dice", "hd95_mm"):
+            print(f"class {s['class']} {s['metric']}: {s['mean']:.4f} +- {s['std']:.4f} (n={s['n']})")
+    return len(preds)
+
+
 def main() -> None:
     import fire
 
     from monai_stlu.data import convert_brats, convert_la, convert_pancreas, nifti_datalist
 
     convert = {"la": convert_la, "pancreas": convert_pancreas, "brats": convert_brats, "nifti": nifti_datalist}
-    fire.Fire({"synth": synth, "check": check, "generate_bundles": generate_bundles, "convert": convert})
+    fire.Fire({"synth": synth, "check": check, "generate_bundles": generate_bundles, "convert": convert,
+               "train": train, "predict": predict, "evaluate": evaluate})

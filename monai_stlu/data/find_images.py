@@ -19,9 +19,9 @@ def case_id(path: str) -> str:
     file name without its extensions (BraTS-2019 ``data/<ID>.h5``, NIfTI files)."""
     base = os.path.basename(path)
     stem = base.split(".")[0]
+    if stem.startswith("mri_norm"):  # also a prediction written for it (<ID>/mri_norm2_seg.nii.gz)
+        return os.path.basename(os.path.dirname(path))
     if is_h5_source(path):
-        if stem.startswith("mri_norm"):
-            return os.path.basename(os.path.dirname(path))
         return stem[: -len("_norm")] if stem.endswith("_norm") else stem
     return stem
 

@@ -113,17 +113,21 @@ class SegmentationMetricsSaver:
             name = _case_name({**batch[i], **item} if i < len(batch) else item, f"case_{len(self.rows)}")
             p = torch.as_tensor(pred).detach().cpu().numpy()[0]
             y = torch.as_tensor(label).detach().cpu().numpy()[0]
-            for c in range(1, self.num_classes):
-                vox = segmentation_metrics(p == c, y == c)
-                row: dict[str, Any] = {"case": name, "class": c, "empty_pred": bool((p == c).sum() == 0)}
-                row.update({"dice": vox["dice"], "jaccard": vox["jaccard"]})
-                row.update({"hd95_vox": vox["hd95"], "asd_vox": vox["asd"]})
-                if spacing is not None:
-                    mm = segmentation_metrics(p == c, y == c, spacing=spacing)
-                    row.update({"hd95_mm": mm["hd95"], "asd_mm": mm["asd"]})
-                else:
-                    row.update({"hd95_mm": math.nan, "asd_mm": math.nan})
-                self.rows.append(row)
+            self.add_case(name, p, y, spacing)
+
+    def add_case(self, name: str, pred: np.ndarray, label: np.ndarray, spacing: Sequence[float] | None = None) -> None:
+        """Score one case (class-index maps of the spatial shape) for every foreground class."""
+        for c in range(1, self.num_classes):
+            vox = segmentation_metrics(pred == c, label == c)
+            row: dict[str, Any] = {"case": name, "class": c, "empty_pred": bool((pred == c).sum() == 0)}
+            row.update({"dice": vox["dice"], "jaccard": vox["jaccard"]})
+            row.update({"hd95_vox": vox["hd95"], "asd_vox": vox["asd"]})
+            if spacing is not None:
+                mm = segmentation_metrics(pred == c, label == c, spacing=spacing)
+                row.update({"hd95_mm": mm["hd95"], "asd_mm": mm["asd"]})
+            else:
+                row.update({"hd95_mm": math.nan, "asd_mm": math.nan})
+            self.rows.append(row)
 
     @property
     def columns(self) -> list[str]:

@@ -1,0 +1,76 @@
+"""The command line users bring from nnU-Net: ``train`` (printing the bundle call it makes), ``predict -i -o`` and
+``evaluate -p -l``, run as users run them (``python -m monai_stlu``, and the ``monai_stlu`` console script)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+
+from monai_stlu.data import write_synthetic_la
+
+SMALL = ["--n_filters", "4", "--patch_size", "[32,32,32]", "--val_stride", "[16,16,16]", "--eval_stride", "[16,16,16]",
+         "--progress", "false", "--amp", "false"]
+
+
+def cli(*args, check=True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env.pop("STLU_LA_DATA", None)
+    proc = subprocess.run([sys.executable, "-m", "monai_stlu", *map(str, args)], capture_output=True, text=True,
+                          timeout=900, env=env)
+    if check and proc.returncode:
+        raise AssertionError(f"monai_stlu {' '.join(map(str, args))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def test_train_prints_its_bundle_call_and_refuses_unknown_methods(tmp_path):
+    out = cli("train", "--bundle", "stlu_brats", "--method", "cps", "--num_labeled", "50", "--dataset_dir", tmp_path,
+              "--max_iterations", "300", "--dry_run").stdout
+    assert "-m monai.bundle run training --config_file" in out
+    assert "stlu_brats/configs/train.json" in out and "stlu_brats/configs/methods/cps.json" in out
+    assert "--num_labeled 50" in out and f"--dataset_dir {tmp_path}" in out and "--max_iterations 300" in out
+    bad = cli("train", "--method", "nope", "--dry_run", check=False)
+    assert bad.returncode != 0 and "method 'nope' is not one of" in bad.stderr + bad.stdout
+    assert "Train one method of a bundle" in cli("train", "--help").stdout + cli("train", "--help").stderr
+
+
+def test_train_predict_evaluate(tmp_path):
+    data = write_synthetic_la(str(tmp_path / "la"), num_train=6, num_test=2, shape=(48, 48, 40))
+    out = cli("train", "--method", "supervised", "--quick", "--dataset_dir", data, "--output", tmp_path / "run",
+              "--num_labeled", "2", "--num_val", "1", "--max_iterations", "2", "--val_interval", "2", *SMALL).stdout
+    model = tmp_path / "run" / "models" / "supervised" / "model.pt"
+    assert model.is_file() and f"model: {model}" in out and "best validation Dice: " in out, out[-2000:]
+    cases = (Path(data) / "test.list").read_text().split()
+    inputs = tmp_path / "inputs"
+    for case in cases:  # the test cases' h5 files, in their layout folders
+        shutil.copytree(Path(data) / "2018LA_Seg_Training Set" / case, inputs / case)
+    cli("predict", "-i", inputs, "-o", tmp_path / "pred", "--method", "supervised", "--model", model, *SMALL)
+    preds = sorted((tmp_path / "pred").rglob("*_seg.nii.gz"))
+    assert len(preds) == len(cases)
+    scored = cli("evaluate", "-p", tmp_path / "pred", "-l", data, "-o", tmp_path / "scores").stdout
+    assert "class 1 dice:" in scored
+    with open(tmp_path / "scores" / "metrics.csv") as f:
+        rows = {r["case"]: float(r["dice"]) for r in csv.DictReader(f)}
+    assert sorted(rows) == sorted(cases)
+    for case in cases:  # Dice against an independent computation from the files
+        pred = np.asanyarray(nib.load(str(tmp_path / "pred" / case / "mri_norm2_seg.nii.gz")).dataobj) > 0
+        with h5py.File(Path(data) / "2018LA_Seg_Training Set" / case / "mri_norm2.h5") as f:
+            label = f["label"][...] > 0
+        expected = 2 * (pred & label).sum() / (pred.sum() + label.sum()) if pred.sum() + label.sum() else 1.0
+        assert rows[case] == pytest.approx(expected, abs=1e-6)
+    missing = cli("evaluate", "-p", tmp_path / "pred", "-l", tmp_path / "inputs" / cases[0], check=False)
+    assert missing.returncode != 0 and "no label for the predictions" in missing.stderr + missing.stdout
+
+
+def test_console_script():
+    script = shutil.which("monai_stlu") or str(Path(sys.executable).with_name("monai_stlu"))
+    proc = subprocess.run([script, "predict", "--help"], capture_output=True, text=True, timeout=120)
+    assert "Segment a file or a folder" in proc.stdout + proc.stderr
