@@ -5,6 +5,7 @@
 - ``train``: a bundle's training for one method, printed as the ``python -m monai.bundle run`` call it makes, then run;
 - ``predict -i FILE_OR_DIR -o DIR``: NIfTI/NRRD/DICOM/h5 in, ``<name>_seg.nii.gz`` out on the input's grid;
 - ``evaluate -p PRED_DIR -l LABEL_DIR``: the bundles' metrics CSVs for any folder of predictions;
+- ``plot RUN_DIR``: ``progress.png`` (training curves) and ``per_case_dice.png``;
 - ``synth``, ``check``, ``convert la|pancreas|brats|nifti``, ``generate_bundles``.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 from monai_stlu.data.datalist import LA_CASE_PATH
 from monai_stlu.data.find_images import case_id
 
-__all__ = ["synth", "check", "generate_bundles", "train", "predict", "evaluate", "main"]
+__all__ = ["synth", "check", "generate_bundles", "train", "predict", "evaluate", "plot", "main"]
 
 
 def synth(out_dir: str, num_train: int = 12, num_test: int = 4, shape: Sequence[int] = (96, 96, 64), seed: int = 0) -> str:
@@ -291,6 +292,22 @@ def evaluate(p: str, l: str, o: str | None = None, num_classes: int = 2, postfix
     return len(preds)
 
 
+def plot(run_dir: str, o: str | None = None) -> list[str]:
+    """Pictures of a run, as nnU-Net's progress.png: ``progress.png`` (loss terms, gamma, learning rate, Dice
+    against iterations, from the run's TensorBoard events) and, after an evaluation, ``per_case_dice.png``.
+
+    Args:
+        run_dir: the run's output folder (``eval/<method>`` of the bundle, or ``<output>/eval/<method>`` of ``train``).
+        o: where to write them (default ``run_dir``).
+    """
+    from monai_stlu.utils import plot_run
+
+    written = plot_run(str(run_dir), None if o is None else str(o))
+    for path in written:
+        print(f"wrote {path}")
+    return written
+
+
 def main() -> None:
     import fire
 
@@ -298,4 +315,4 @@ def main() -> None:
 
     convert = {"la": convert_la, "pancreas": convert_pancreas, "brats": convert_brats, "nifti": nifti_datalist}
     fire.Fire({"synth": synth, "check": check, "generate_bundles": generate_bundles, "convert": convert,
-               "train": train, "predict": predict, "evaluate": evaluate})
+               "train": train, "predict": predict, "evaluate": evaluate, "plot": plot})

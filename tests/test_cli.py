@@ -66,6 +66,17 @@ def test_train_predict_evaluate(tmp_path):
             label = f["label"][...] > 0
         expected = 2 * (pred & label).sum() / (pred.sum() + label.sum()) if pred.sum() + label.sum() else 1.0
         assert rows[case] == pytest.approx(expected, abs=1e-6)
+    # pictures of the run: curves from its TensorBoard events (the learning rate logged each iteration), and the
+    # per-case chart of an evaluation written into it
+    from monai_stlu.utils import read_scalars
+
+    run_dir = tmp_path / "run" / "eval" / "supervised"
+    scalars = read_scalars(str(run_dir))
+    assert [s for s, _ in scalars["lr"]] == [1, 2] and all(v > 0 for _, v in scalars["lr"]) and "val_mean_dice" in scalars
+    shutil.copy(tmp_path / "scores" / "metrics.csv", run_dir / "metrics.csv")
+    cli("plot", run_dir, "-o", tmp_path / "pics")
+    for name in ("progress.png", "per_case_dice.png"):
+        assert (tmp_path / "pics" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     missing = cli("evaluate", "-p", tmp_path / "pred", "-l", tmp_path / "inputs" / cases[0], check=False)
     assert missing.returncode != 0 and "no label for the predictions" in missing.stderr + missing.stdout
 

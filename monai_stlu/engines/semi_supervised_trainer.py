@@ -196,7 +196,7 @@ class SemiSupervisedTrainer(Trainer):
         """One semi-supervised iteration: draw batches, let the method compute the loss, step the optimizer.
 
         Returns:
-            ``engine.state.output``: ``image``, ``label``, ``pred``, ``loss`` and the method's loss terms.
+            ``engine.state.output``: ``image``, ``label``, ``pred``, ``loss``, the method's loss terms and ``lr``.
 
         Raises:
             ValueError: when ``batchdata`` is None.
@@ -227,5 +227,6 @@ class SemiSupervisedTrainer(Trainer):
             loss.backward()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             engine.optimizer.step()
+        engine.state.output["lr"] = float(engine.optimizer.param_groups[0]["lr"])  # the rate this step used, logged
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

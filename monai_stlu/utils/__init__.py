@@ -4,3 +4,4 @@ from .fast_path import as_plain_tensor, autocast, autocast_dtype, cpu_supports_b
 from .ramps import ramp_value, sigmoid_rampup
 from .bundle import bundle_root
 from .flags import as_bool
+from .plots import plot_run, read_scalars
