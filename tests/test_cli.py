@@ -73,6 +73,14 @@ def test_train_predict_evaluate(tmp_path):
     run_dir = tmp_path / "run" / "eval" / "supervised"
     scalars = read_scalars(str(run_dir))
     assert [s for s, _ in scalars["lr"]] == [1, 2] and all(v > 0 for _, v in scalars["lr"]) and "val_mean_dice" in scalars
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    images = set()
+    for events in run_dir.glob("runs/events.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        images |= set(acc.Tags()["images"])
+    assert len(images) >= 3, images  # the validation overlay: image, label and prediction
     shutil.copy(tmp_path / "scores" / "metrics.csv", run_dir / "metrics.csv")
     cli("plot", run_dir, "-o", tmp_path / "pics")
     for name in ("progress.png", "per_case_dice.png"):
