@@ -8,6 +8,8 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 
+from monai_stlu.utils.distributed import average_buffers
+
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
@@ -65,6 +67,7 @@ class EMATeacherHandler:
         a = self.alpha(step)
         for t, s in zip(self.teacher.parameters(), self.student.parameters()):
             t.mul_(a).add_(s.detach().to(t.dtype), alpha=1.0 - a)
+        average_buffers(self.teacher)  # multi-process: the teacher's running statistics, equal on every rank
 
     def __call__(self, engine: Engine) -> None:
         step = engine.state.iteration - 1 - self.start_iteration

@@ -5,3 +5,4 @@ from .ramps import ramp_value, sigmoid_rampup
 from .bundle import bundle_root
 from .flags import as_bool
 from .plots import plot_run, read_scalars
+from .distributed import average_buffers, broadcast_module, ddp, init_distributed, is_distributed, save_rank_networks

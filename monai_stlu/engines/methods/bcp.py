@@ -17,6 +17,7 @@ from monai_stlu.engines.methods.base import SemiSupervisedMethod
 from monai_stlu.engines.methods.utils import context_mask, frozen_copy, largest_component
 from monai_stlu.handlers.ema_teacher_handler import EMATeacherHandler
 from monai_stlu.losses.masked_dice_loss import MaskedDiceLoss
+from monai_stlu.networks.utils import unwrap
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
@@ -139,12 +140,12 @@ class BCPMethod(SemiSupervisedMethod):
         path = self.best_model_path
         if path and os.path.isfile(path):
             state = torch.load(path, map_location="cpu", weights_only=True)
-            network.load_state_dict(state)
+            unwrap(network).load_state_dict(state)
             log.info(f"BCP self-training starts from the best pre-training model {path}.")
         else:
             log.warning(f"BCP: no best pre-training model at {path}; self-training starts from the current network.")
         if self.teacher is not None:
-            self.teacher.load_state_dict(network.state_dict())
+            self.teacher.load_state_dict(unwrap(network).state_dict())
         optimizer.state.clear()
 
     @staticmethod

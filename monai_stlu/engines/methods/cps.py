@@ -15,6 +15,8 @@ from torch import nn
 from monai_stlu.engines.methods.base import SemiSupervisedMethod
 from monai_stlu.engines.methods.utils import init_weights, reinitialize
 from monai_stlu.losses.seg_dice_ce_loss import SegDiceCELoss
+from monai_stlu.networks.utils import unwrap
+from monai_stlu.utils.distributed import broadcast_module, ddp
 
 if TYPE_CHECKING:
     from monai_stlu.engines.semi_supervised_trainer import SemiSupervisedTrainer
@@ -64,8 +66,9 @@ class CPSMethod(SemiSupervisedMethod):
         """Create network B (same architecture, new initialisation) and add it to the optimizer."""
         if self.network_b is None:
             init_weights(engine.network, self.init_a)
-            network_b = reinitialize(copy.deepcopy(engine.network), self.seed_b)
-            self.network_b = init_weights(network_b, self.init_b, self.seed_b)
+            broadcast_module(engine.network)  # multi-process: every rank starts from rank 0's network A
+            network_b = reinitialize(copy.deepcopy(unwrap(engine.network)), self.seed_b)
+            self.network_b = ddp(init_weights(network_b, self.init_b, self.seed_b))  # B's gradients averaged too
         engine.optimizer.add_param_group({"params": list(self.network_b.parameters())})
 
     @staticmethod

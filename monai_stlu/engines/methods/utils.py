@@ -15,7 +15,9 @@ __all__ = ["frozen_copy", "clipped_noise", "sharpen", "context_mask", "reinitial
 
 def frozen_copy(network: nn.Module) -> nn.Module:
     """A deep copy of ``network`` whose parameters take no gradient (an EMA teacher)."""
-    teacher = copy.deepcopy(network)
+    from monai_stlu.networks.utils import unwrap
+
+    teacher = copy.deepcopy(unwrap(network))  # DDP cannot be deep-copied; the teacher is a plain module
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher

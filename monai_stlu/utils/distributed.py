@@ -1,0 +1,83 @@
+# Copyright (c) monai_stlu contributors
+# Licensed under the Apache License, Version 2.0
+"""Multi-process training (``torchrun``): the process group, DistributedDataParallel wrapping, and keeping the
+networks a method owns besides the trained one (CPS's network B, EMA teachers) identical on every rank."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = ["is_distributed", "init_distributed", "ddp", "broadcast_module", "average_buffers", "save_rank_networks", "rank"]
+
+
+def is_distributed() -> bool:
+    """Whether a process group of more than one process is running."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def init_distributed() -> torch.device:
+    """Join ``torchrun``'s process group, NCCL on CUDA and Gloo on CPU (the backend follows the device), and return
+    this process's device (``cuda:<LOCAL_RANK>`` or the CPU)."""
+    cuda = torch.cuda.is_available()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    if cuda:
+        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+        torch.cuda.set_device(device)
+        return device
+    return torch.device("cpu")
+
+
+def broadcast_module(module: nn.Module, src: int = 0) -> nn.Module:
+    """Copy rank ``src``'s parameters and buffers to every rank (a no-op in a single process)."""
+    if is_distributed():
+        with torch.no_grad():
+            for t in list(module.parameters()) + list(module.buffers()):
+                dist.broadcast(t.data, src)
+    return module
+
+
+def average_buffers(module: nn.Module) -> nn.Module:
+    """Average the floating-point buffers (batch-norm running statistics) over the ranks (a no-op in a single
+    process): an EMA teacher's statistics then describe the global batch, and stay equal on every rank."""
+    if is_distributed():
+        with torch.no_grad():
+            for b in module.buffers():
+                if b.is_floating_point():
+                    dist.all_reduce(b)
+                    b.div_(dist.get_world_size())
+    return module
+
+
+def ddp(module: nn.Module, device: torch.device | str | None = None) -> nn.Module:
+    """``module`` wrapped in DistributedDataParallel when a process group runs (``device_ids`` on CUDA only), else
+    ``module`` itself; its parameters start from rank 0's."""
+    if not is_distributed() or isinstance(module, nn.parallel.DistributedDataParallel):
+        return module
+    device = torch.device(device) if device is not None else next(module.parameters()).device
+    return nn.parallel.DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
+
+
+def save_rank_networks(folder: str | None, network: nn.Module, method: nn.Module) -> str | None:
+    """Write this rank's parameters of the trained network and of every network the method owns (teachers, second
+    networks) to ``<folder>/rank<r>.pt``, to check that ranks stay in sync. Nothing when ``folder`` is None.
+    (Batch-norm running statistics follow DDP: rank 0's are broadcast at each forward; EMA teachers' are averaged
+    over the ranks after each update.)"""
+    if not folder:
+        return None
+    from monai_stlu.networks.utils import unwrap
+
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"rank{rank()}.pt")
+    state = {f"network.{k}": v.detach() for k, v in unwrap(network).named_parameters()}
+    state.update({f"method.{k.replace('.module.', '.')}": v.detach() for k, v in method.named_parameters()})
+    torch.save(state, path)
+    return path
