@@ -20,8 +20,8 @@ CONFIGS = REPO_ROOT / "bundles" / "stlu_la" / "configs"
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    # 12 cases: 4 labeled, 2 validation, 6 unlabeled, so every rank gets full batches of its shard
-    return write_synthetic_la(str(tmp_path_factory.mktemp("ddp") / "la"), num_train=12, num_test=1, shape=(48, 48, 40))
+    # 12 cases: 4 labeled, 2 validation, 6 unlabeled, so every rank gets full batches of its shard; 3 test cases
+    return write_synthetic_la(str(tmp_path_factory.mktemp("ddp") / "la"), num_train=12, num_test=3, shape=(48, 48, 40))
 
 
 def torchrun(method: str, data: str, root, *extra: str) -> subprocess.CompletedProcess:
@@ -71,3 +71,28 @@ def test_distributed_run_resumes(data, tmp_path):
     assert state["trainer"]["iteration"] == 4
     diff, _ = rank_difference(tmp_path)
     assert diff == 0.0
+
+
+def test_sharded_evaluation_writes_the_single_process_metrics(data, tmp_path):
+    """Two processes score 2 + 1 of the 3 test cases; rank 0's metrics.csv equals a single-process evaluation's."""
+    import csv
+
+    torchrun("stlu", data, tmp_path, "--max_iterations", "2")
+    small = ["--dataset_dir", data, "--bundle_root", str(tmp_path), "--num_labeled", "4", "--num_val", "2", "--n_filters",
+             "4", "--patch_size", "[32,32,32]", "--eval_stride", "[16,16,16]", "--progress", "false"]
+    files = [CONFIGS / "train.json", CONFIGS / "quick.json", CONFIGS / "evaluate.json"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    rows = {}
+    for name, launcher, extra in (("single", [], []),
+                                  ("sharded", ["-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+                                               "--nproc_per_node=2"], [CONFIGS / "multi_gpu_evaluate.json"])):
+        config = "[" + ",".join(f"'{c}'" for c in files + extra) + "]"
+        out = tmp_path / name
+        cmd = [sys.executable, *launcher, "-m", "monai.bundle", "run", "--config_file", config, *small,
+               "--output_dir", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        with open(out / "metrics.csv") as f:
+            rows[name] = sorted((r["case"], r["class"], round(float(r["dice"]), 6), round(float(r["hd95_vox"]), 4))
+                                for r in csv.DictReader(f))
+    assert len(rows["single"]) == 3 and rows["sharded"] == rows["single"]

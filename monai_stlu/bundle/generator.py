@@ -12,7 +12,7 @@ from typing import Any
 __all__ = ["SHARED_CONFIGS", "DELTA_FILE", "generate_bundle", "generate_bundles", "default_bundles_dir"]
 
 # the configs every bundle shares with the LA bundle (methods/*.json are copied as they are)
-SHARED_CONFIGS = ("train.json", "evaluate.json", "inference.json", "quick.json", "multi_gpu_train.json")
+SHARED_CONFIGS = ("train.json", "evaluate.json", "inference.json", "quick.json", "multi_gpu_train.json", "multi_gpu_evaluate.json")
 SHARED_COPIES = ("logging.conf", "methods/*.json")
 # what a generated bundle changes, per config file: {"train.json": {"id#path": value, ...}, ...}
 DELTA_FILE = os.path.join("configs", "bundle_delta.json")

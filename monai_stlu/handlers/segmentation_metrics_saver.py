@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from monai.data import MetaTensor
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_stlu.data.find_images import case_id
 from monai_stlu.metrics.segmentation_metrics import METRIC_NAMES, segmentation_metrics
+from monai_stlu.utils.distributed import is_distributed
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
@@ -144,7 +146,14 @@ class SegmentationMetricsSaver:
         return out
 
     def write(self, engine: Engine | None = None) -> None:
-        """Write both CSV files atomically and log ``metric: mean +- std``."""
+        """Write both CSV files atomically and log ``metric: mean +- std``. In a multi-process evaluation every
+        process scored its share: rank 0 gathers the rows (in case order) and writes; the others write nothing."""
+        if is_distributed():
+            gathered: list[list[dict[str, Any]]] = [[] for _ in range(dist.get_world_size())]
+            dist.all_gather_object(gathered, self.rows)
+            if dist.get_rank() > 0:
+                return
+            self.rows = sorted((r for rows in gathered for r in rows), key=lambda r: (str(r["case"]), r["class"]))
         if not self.rows:
             self.logger.warning("SegmentationMetricsSaver: no case was evaluated, nothing written.")
             return
