@@ -164,3 +164,11 @@ def test_mlflow_tracking_reaches_a_local_store(synth, tmp_path):
     assert any(k.startswith("Loss") or k in ("loss", "train_loss") for k in metrics), sorted(metrics)
     history = client.get_metric_history(run.info.run_id, "val_mean_dice")
     assert len(history) == 2  # one per validation (every 2 of 4 iterations)
+    # the evaluation of the trained model is tracked too: a second run of the experiment with the test Dice
+    run_bundle("run", "--config_file", config_list("stlu_la", "train.json", "quick.json", "evaluate.json"),
+               "--dataset_dir", synth, "--bundle_root", str(tmp_path), "--progress", "false", "--tracking", "mlflow",
+               "--tracking_uri", uri, "--experiment_name", "stlu_test")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 2
+    test_dice = [r.data.metrics["test_mean_dice"] for r in runs if "test_mean_dice" in r.data.metrics]
+    assert len(test_dice) == 1 and 0.0 <= test_dice[0] <= 1.0
