@@ -18,3 +18,4 @@ from .run_info import RunInfo
 from .model_checkpoint_loader import ModelCheckpointLoader
 from .iteration_lr_handler import IterationLrHandler
 from .pseudo_label_quality_handler import PseudoLabelQualityHandler
+from .progress_plot_handler import ProgressPlotHandler
