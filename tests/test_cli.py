@@ -95,3 +95,14 @@ def test_console_script():
     script = shutil.which("monai_stlu") or str(Path(sys.executable).with_name("monai_stlu"))
     proc = subprocess.run([script, "predict", "--help"], capture_output=True, text=True, timeout=120)
     assert "Segment a file or a folder" in proc.stdout + proc.stderr
+
+
+def test_synth_then_check(tmp_path):
+    out = cli("synth", tmp_path / "la", "--num_train", "6", "--num_test", "2", "--shape", "[32,32,24]").stdout
+    assert "wrote 6 training and 2 test cases" in out
+    checked = cli("check", tmp_path / "la", "--num_labeled", "2", "--num_val", "1").stdout
+    assert "labeled: 2 cases OK" in checked and "test: 2 cases OK" in checked
+    broken = next((tmp_path / "la").rglob("*.h5"))
+    broken.write_bytes(b"not an h5 file")
+    bad = cli("check", tmp_path / "la", "--num_labeled", "2", "--num_val", "1", check=False)
+    assert bad.returncode != 0 and str(broken) in bad.stdout + bad.stderr
