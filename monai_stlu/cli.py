@@ -115,8 +115,9 @@ def _config_files(configs: str, names: Sequence[str], method: str) -> str:
     return "[" + ",".join(repr(f) for f in files) + "]"
 
 
-def _cli_value(value: Any) -> str:
-    return value if isinstance(value, str) else repr(value)
+def _override_args(overrides: dict[str, Any]) -> list[str]:
+    """``--key value`` for every other config key given to a command (strings as given, others as Python literals)."""
+    return [a for key, value in overrides.items() for a in (f"--{key}", value if isinstance(value, str) else repr(value))]
 
 
 def _run(cmd: list[str], dry_run: bool) -> int:
@@ -164,9 +165,7 @@ def train(
         out = os.path.abspath(str(output))
         cmd += ["--ckpt_dir", f"$os.path.join({out!r}, 'models', @output_subdir)",
                 "--output_dir", f"$os.path.join({out!r}, 'eval', @output_subdir)"]
-    for key, value in overrides.items():
-        cmd += [f"--{key}", _cli_value(value)]
-    rc = _run(cmd, dry_run)
+    rc = _run(cmd + _override_args(overrides), dry_run)
     if rc == 0 and not dry_run:
         if "ckpt_dir" in overrides:
             ckpt_dir = str(overrides["ckpt_dir"])
@@ -224,9 +223,7 @@ def predict(
         if not os.path.isfile(str(model)):
             raise FileNotFoundError(f"{model}: no such model file.")
         cmd += ["--checkpointloader#load_path", os.path.abspath(str(model))]
-    for key, value in overrides.items():
-        cmd += [f"--{key}", _cli_value(value)]
-    return _run(cmd, dry_run)
+    return _run(cmd + _override_args(overrides), dry_run)
 
 
 def _read_volume(path: str, dataset: str = "label"):

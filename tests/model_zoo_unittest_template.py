@@ -14,15 +14,9 @@ import unittest
 from monai.bundle import ConfigWorkflow
 from utils import check_workflow
 
-from monai_stlu.data import write_synthetic_la
+from monai_stlu.data import SYNTHETIC_LAYOUTS, write_synthetic_la
 
 BUNDLE = "stlu_la"
-LAYOUTS = {
-    "stlu_la": {},
-    "stlu_pancreas": {"case_path": "Pancreas_h5/{id}_norm.h5", "id_format": "image{:04d}", "list_names": ("train.list", "test.list")},
-    "stlu_brats": {"case_path": "data/{id}.h5", "id_format": "BraTS19_SYN_{:03d}_1",
-                   "list_names": ("train.txt", "test.txt", "val.txt"), "num_val": 1},
-}
 SMALL = {"n_filters": 4, "patch_size": [32, 32, 32], "val_stride": [16, 16, 16], "eval_stride": [16, 16, 16],
          "progress": False, "amp": False, "num_workers": 0}
 
@@ -39,7 +33,7 @@ class TestBundle(unittest.TestCase):
     def setUpClass(cls):
         cls.dataset_dir = tempfile.mkdtemp()
         cls.bundle_root = os.path.join("models", BUNDLE)
-        layout = dict(LAYOUTS[BUNDLE])
+        layout = SYNTHETIC_LAYOUTS[BUNDLE]
         names = layout.get("list_names", ("train.list", "test.list"))
         write_synthetic_la(cls.dataset_dir, num_train=6, num_test=1, shape=(48, 48, 48), **layout)
         cls.data = {"dataset_dir": cls.dataset_dir, "train_list": names[0], "test_list": names[1], "num_labeled": 2,

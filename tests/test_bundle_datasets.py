@@ -18,15 +18,11 @@ import torch
 from bundle_utils import config_list, run_bundle
 from conftest import REPO_ROOT
 from monai_stlu.bundle import generate_bundle, generate_bundles
-from monai_stlu.data import h5_split, write_synthetic_la
+from monai_stlu.data import SYNTHETIC_LAYOUTS, h5_split, write_synthetic_la
 
 BUNDLES = REPO_ROOT / "bundles"
 METHODS = ["supervised", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "stlu"]
-LAYOUTS = {
-    # bundle: (case path, ID format, list files, cases in the validation list)
-    "stlu_pancreas": ("Pancreas_h5/{id}_norm.h5", "image{:04d}", ("train.list", "test.list"), 0),
-    "stlu_brats": ("data/{id}.h5", "BraTS19_SYN_{:03d}_1", ("train.txt", "test.txt", "val.txt"), 1),
-}
+LAYOUTS = {b: SYNTHETIC_LAYOUTS[b] for b in ("stlu_pancreas", "stlu_brats")}  # the generated bundles' layouts
 
 
 def test_generated_configs_are_up_to_date():
@@ -74,9 +70,8 @@ def test_published_splits(bundle, lists, sizes):
 
 
 def synthetic_layout(bundle: str, root) -> list[str]:
-    case_path, id_format, names, num_val = LAYOUTS[bundle]
-    write_synthetic_la(str(root), num_train=10, num_test=1, num_val=num_val, shape=(64, 64, 64), case_path=case_path,
-                       id_format=id_format, list_names=names)
+    names = LAYOUTS[bundle]["list_names"]
+    write_synthetic_la(str(root), num_train=10, num_test=1, shape=(64, 64, 64), **LAYOUTS[bundle])
     if bundle == "stlu_brats":  # BraTS labels {0, 2, 4} (edema, enhancing tumour): whole tumour = every label > 0
         for path in root.glob("data/*.h5"):
             with h5py.File(path, "r+") as f:
@@ -108,7 +103,7 @@ def test_method_trains_evaluates_exports(bundle, method, tmp_path):
     run_bundle("run", "--config_file", config_list(bundle, *files, "evaluate.json"), *common, "--save_predictions", "true")
     with open(tmp_path / "eval" / sub / "metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("class", "1") == "1"]
-    case_path, id_format = LAYOUTS[bundle][:2]
+    id_format = LAYOUTS[bundle]["id_format"]
     assert [r["case"] for r in rows] == [id_format.format(10)] and math.isfinite(float(rows[0]["dice"]))
     assert (tmp_path / "eval" / sub / "predictions" / f"{id_format.format(10)}_seg.nii.gz").is_file()
 

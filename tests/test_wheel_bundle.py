@@ -13,14 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT
+from monai_stlu.data import SYNTHETIC_LAYOUTS
 
-LAYOUTS = {  # bundle: write_synthetic_la arguments of its h5 layout
-    "stlu_la": {},
-    "stlu_pancreas": {"case_path": "Pancreas_h5/{id}_norm.h5", "id_format": "image{:04d}",
-                      "list_names": ("train.list", "test.list")},
-    "stlu_brats": {"case_path": "data/{id}.h5", "id_format": "BraTS19_SYN_{:03d}_1",
-                   "list_names": ("train.txt", "test.txt", "val.txt"), "num_val": 1},
-}
 
 
 def _run(cmd, cwd, env=None, timeout=900) -> subprocess.CompletedProcess:
@@ -45,16 +39,16 @@ def wheel_python(tmp_path_factory) -> Path:
     return python
 
 
-@pytest.mark.parametrize("bundle", list(LAYOUTS))
+@pytest.mark.parametrize("bundle", list(SYNTHETIC_LAYOUTS))
 def test_bundle_outside_the_repository_with_the_installed_wheel(wheel_python, bundle, tmp_path):
     work = tmp_path / "elsewhere"
     shutil.copytree(REPO_ROOT / "bundles" / bundle, work / bundle, ignore=shutil.ignore_patterns("models", "eval", "data"))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "STLU_LA_DATA")}
     env.update(PYTHONWARNINGS="ignore", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
-    layout = dict(LAYOUTS[bundle])
-    _run([wheel_python, "-c", "import sys; from monai_stlu.data import write_synthetic_la; "
-          f"write_synthetic_la(sys.argv[1], num_train=6, num_test=1, shape=(48, 48, 48), **{layout!r})", tmp_path / "data"],
-         cwd=work, env=env)
+    layout = SYNTHETIC_LAYOUTS[bundle]
+    _run([wheel_python, "-c", "import sys; from monai_stlu.data import SYNTHETIC_LAYOUTS, write_synthetic_la; "
+          "write_synthetic_la(sys.argv[1], num_train=6, num_test=1, shape=(48, 48, 48), **SYNTHETIC_LAYOUTS[sys.argv[2]])",
+          tmp_path / "data", bundle], cwd=work, env=env)
     names = layout.get("list_names", ("train.list", "test.list"))
     lists = [a for flag, name in zip(("--train_list", "--test_list", "--val_list"), names) for a in (flag, name)]
     configs = work / bundle / "configs"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from .datalist import DATA_HELP, LA_CASE_PATH, check_h5_case, h5_split, json_split, semi_supervised_split
 from .h5_reader import H5Reader, is_h5_source, write_h5_case
-from .synthetic import synthetic_case, write_synthetic_la
+from .synthetic import SYNTHETIC_LAYOUTS, synthetic_case, write_synthetic_la
 from .validate_case import ValidateSegmentationd
 from .find_images import case_id, data_root, find_images
 from .atomic_nibabel_writer import AtomicNibabelWriter

@@ -12,7 +12,16 @@ import numpy as np
 from monai_stlu.data.datalist import LA_CASE_PATH
 from monai_stlu.data.h5_reader import write_h5_case
 
-__all__ = ["synthetic_case", "write_synthetic_la"]
+__all__ = ["synthetic_case", "write_synthetic_la", "SYNTHETIC_LAYOUTS"]
+
+# write_synthetic_la arguments that give each bundle's h5 layout and list files (IDs in the published lists' style)
+SYNTHETIC_LAYOUTS: dict[str, dict] = {
+    "stlu_la": {},
+    "stlu_pancreas": {"case_path": "Pancreas_h5/{id}_norm.h5", "id_format": "image{:04d}",
+                      "list_names": ("train.list", "test.list")},
+    "stlu_brats": {"case_path": "data/{id}.h5", "id_format": "BraTS19_SYN_{:03d}_1",
+                   "list_names": ("train.txt", "test.txt", "val.txt"), "num_val": 1},
+}
 
 
 def synthetic_case(
