@@ -197,15 +197,20 @@ def report(opts: argparse.Namespace) -> str:
     if not runs:
         raise SystemExit(f"no finished run in {opts.work_dir}: run `python benchmarks/quality.py run` first.")
     per_case, lines = [], []
-    header = "| method | seeds | Dice % | Jaccard % | HD95 (vox) | ASD (vox) | HD95 (mm) | ASD (mm) | per-seed Dice % |"
-    lines += [header, "|" + "---|" * 9]
+    header = ("| method | seeds | Dice % | Jaccard % | HD95 (vox) | ASD (vox) | HD95 (mm) | ASD (mm) | per-seed Dice % "
+              "| per-seed best validation Dice % |")
+    lines += [header, "|" + "---|" * 10]
     csv_rows = []
+    val_interval = int(protocol_setting(opts.protocol, "val_interval"))
     for method in sorted(runs, key=lambda m: (METHODS.index(m) if m in METHODS else 99, m)):
-        rows_all, seed_means = [], []
+        rows_all, seed_means, seed_val = [], [], []
         for seed, folder in sorted(runs[method].items()):
             rows = read_cases(os.path.join(folder, "test", "metrics.csv"))
             rows_all += rows
             seed_means.append(100 * sum(float(r["dice"]) for r in rows) / len(rows))
+            # the figure model selection saw (validation cases only): what variants are compared on
+            curve = validation_curve(os.path.join(folder, "train.log"), val_interval)
+            seed_val.append(100 * max(d for _, d in curve) if curve else float("nan"))
             per_case += [{"method": method, "seed": seed, **{k: r[k] for k in ("case", *METRICS)}} for r in rows]
         cells = []
         for k in METRICS:
@@ -213,8 +218,9 @@ def report(opts: argparse.Namespace) -> str:
             m, s = mean_std([scale * float(r[k]) for r in rows_all])
             cells.append(f"{m:.2f} ± {s:.2f}")
             csv_rows.append([method, k, m, s, len(rows_all)])
+        csv_rows.append([method, "best_val_dice", *mean_std([v / 100 for v in seed_val]), len(seed_val)])
         lines.append(f"| {method} | {len(runs[method])} | " + " | ".join(cells) + " | "
-                     + ", ".join(f"{v:.2f}" for v in seed_means) + " |")
+                     + ", ".join(f"{v:.2f}" for v in seed_means) + " | " + ", ".join(f"{v:.2f}" for v in seed_val) + " |")
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(out, "summary.csv"), "w", newline="") as f:
@@ -289,8 +295,8 @@ def plots(opts: argparse.Namespace, runs: dict, out: str) -> None:
 
 
 def overlay(opts: argparse.Namespace, runs: dict, out: str, plt) -> None:
-    """An axial slice through the centre of each test case's label: image, ground truth (white) and each method's
-    first-seed prediction as contours."""
+    """An axial slice through the centre of each test case's label: image, ground truth (white) and each main method's
+    first-seed prediction as contours (tagged variants are left out)."""
     import h5py
     import nibabel as nib
     import numpy as np
@@ -305,7 +311,8 @@ def overlay(opts: argparse.Namespace, runs: dict, out: str, plt) -> None:
         z = int(np.round(np.nonzero(label)[2].mean())) if label.any() else image.shape[2] // 2
         ax.imshow(image[:, :, z].T, cmap="gray", origin="lower")
         ax.contour(label[:, :, z].T, levels=[0.5], colors="white", linewidths=1.2)
-        for color, (method, seeds) in zip(colors, sorted(runs.items())):
+        main = sorted((m, s) for m, s in runs.items() if m in METHODS)  # variants (ablations, sweeps) would crowd it
+        for color, (method, seeds) in zip(colors, main):
             folder = seeds[min(seeds)]
             found = sorted(glob.glob(os.path.join(folder, "test", "predictions", f"{case}_seg*.nii.gz")))
             if found:

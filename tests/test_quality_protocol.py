@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 
 import pytest
 
@@ -53,6 +54,11 @@ def test_quality_protocol_tiny(tmp_path, capsys):
     summary = (tmp_path / "res" / "summary.md").read_text()
     for name in ("supervised", "stlu", "stlu_decoder", "supervised_l2", "supervised_l3"):
         assert f"| {name} | 1 |" in summary
+    # variants are compared on what model selection saw: the best validation Dice, from the run's own log
+    stlu_row = next(line for line in summary.splitlines() if line.startswith("| stlu | "))
+    logged = [float(v) for v in re.findall(r"val_mean_dice: ([0-9.]+)",
+                                           (tmp_path / "work" / "stlu_seed0" / "train.log").read_text())]
+    assert logged and float(stlu_row.split("|")[-2]) == pytest.approx(100 * max(logged), abs=0.006)
     with open(tmp_path / "res" / "per_case.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 5 * 2 and {r["case"] for r in rows} == set(test_list.read_text().split())
