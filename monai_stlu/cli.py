@@ -173,8 +173,8 @@ def train(
             import json
 
             with open(os.path.join(configs, "methods", f"{method}.json")) as f:
-                subdir = str(json.load(f).get("output_subdir", ""))
-            base = os.path.abspath(str(output)) if output is not None else os.path.dirname(configs)
+                subdir = str(overrides.get("output_subdir", json.load(f).get("output_subdir", "")))
+            base = os.path.abspath(str(output if output is not None else overrides.get("bundle_root", os.path.dirname(configs))))
             ckpt_dir = os.path.normpath(os.path.join(base, "models", subdir))
         print(training_summary(ckpt_dir))
     return rc

@@ -46,8 +46,8 @@ def test_train_predict_evaluate(tmp_path):
     data = write_synthetic_la(str(tmp_path / "la"), num_train=6, num_test=2, shape=(48, 48, 40))
     out = cli("train", "--method", "supervised", "--quick", "--dataset_dir", data, "--output", tmp_path / "run",
               "--num_labeled", "2", "--num_val", "1", "--max_iterations", "2", "--val_interval", "2", "--plot_progress", "true",
-              *SMALL).stdout
-    model = tmp_path / "run" / "models" / "supervised" / "model.pt"
+              "--output_subdir", "sup_a", *SMALL).stdout
+    model = tmp_path / "run" / "models" / "sup_a" / "model.pt"  # the summary follows an output_subdir override
     assert model.is_file() and f"model: {model}" in out and "best validation Dice: " in out, out[-2000:]
     cases = (Path(data) / "test.list").read_text().split()
     inputs = tmp_path / "inputs"
@@ -71,7 +71,7 @@ def test_train_predict_evaluate(tmp_path):
     # per-case chart of an evaluation written into it
     from monai_stlu.utils import read_scalars
 
-    run_dir = tmp_path / "run" / "eval" / "supervised"
+    run_dir = tmp_path / "run" / "eval" / "sup_a"
     assert (run_dir / "progress.png").read_bytes()[:4] == b"\x89PNG"  # redrawn during training
     scalars = read_scalars(str(run_dir))
     assert [s for s, _ in scalars["lr"]] == [1, 2] and all(v > 0 for _, v in scalars["lr"]) and "val_mean_dice" in scalars

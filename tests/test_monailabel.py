@@ -2,19 +2,16 @@
 folder (no download), a studies folder of NIfTI scans written from real LA cases (three with labels, two without).
 
 The server runs in a virtual environment of its own (``tests/monailabel_requirements.txt``: MONAI Label needs
-torchvision, which needs a CUDA build of torch), built once per requirements file under ``~/.cache/monai_stlu/venvs``
-(``STLU_TOOL_VENVS`` to move it; ``STLU_FRESH_TOOL_VENVS=1`` rebuilds it); monai_stlu comes from this checkout.
+torchvision, which needs a CUDA build of torch), built once per requirements file (``tests/venv_utils.py``); monai_stlu comes from this checkout.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -25,6 +22,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
+from venv_utils import cached_venv
 
 REQUIREMENTS = Path(__file__).with_name("monailabel_requirements.txt")
 LABELED, UNLABELED = 3, 2
@@ -32,22 +30,8 @@ BUNDLES = ("stlu_la", "stlu_pancreas", "stlu_brats")
 
 
 def monailabel_venv() -> Path:
-    """The MONAI Label virtual environment, built when its requirements changed (a marker file written last says
-    the build finished; a venv cannot be moved into place, its scripts name their interpreter by path)."""
-    key = hashlib.sha256(REQUIREMENTS.read_bytes() + sys.version.encode()).hexdigest()[:12]
-    base = Path(os.environ.get("STLU_TOOL_VENVS", Path.home() / ".cache" / "monai_stlu" / "venvs"))
-    venv, done = base / f"monailabel-{key}", base / f"monailabel-{key}.complete"
-    if os.environ.get("STLU_FRESH_TOOL_VENVS") == "1":
-        done.unlink(missing_ok=True)
-    if not done.is_file():
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        proc = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "-r", str(REQUIREMENTS)],
-                              capture_output=True, text=True, timeout=1500)
-        if proc.returncode:
-            pytest.fail(f"installing {REQUIREMENTS} failed:\n{proc.stderr[-3000:]}")
-        done.write_text(REQUIREMENTS.read_text())
-    return venv
+    """The MONAI Label virtual environment, rebuilt when its requirements file changes."""
+    return cached_venv("monailabel", REQUIREMENTS.read_bytes(), [["-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)]])
 
 
 def _free_port() -> int:

@@ -1,0 +1,36 @@
+"""Virtual environments for tests that need an installation of their own, built once per key under
+``~/.cache/monai_stlu/venvs`` (``STLU_TOOL_VENVS`` to move it; ``STLU_FRESH_TOOL_VENVS=1`` rebuilds it)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def cached_venv(name: str, key: bytes, install: list[list[str]]) -> Path:
+    """The virtual environment ``<name>-<hash of key and this Python>``, built when missing by running each command
+    of ``install`` with the venv's ``python`` in front (``["-m", "pip", "install", ...]``). A marker file written
+    last says the build finished (a venv cannot be built elsewhere and moved into place: its scripts name their
+    interpreter by path). The key must hold everything the build depends on (a requirements file's text, a wheel's
+    declared dependencies and the commands), so that a changed requirement builds a new environment and an old one
+    cannot hide it."""
+    digest = hashlib.sha256(key + sys.version.encode()).hexdigest()[:12]
+    base = Path(os.environ.get("STLU_TOOL_VENVS", Path.home() / ".cache" / "monai_stlu" / "venvs"))
+    venv, done = base / f"{name}-{digest}", base / f"{name}-{digest}.complete"
+    if os.environ.get("STLU_FRESH_TOOL_VENVS") == "1":
+        done.unlink(missing_ok=True)
+    if not done.is_file():
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        for cmd in install:
+            proc = subprocess.run([str(venv / "bin" / "python"), *cmd], capture_output=True, text=True, timeout=1500)
+            if proc.returncode:
+                pytest.fail(f"building the {name} environment: {' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+        done.write_bytes(key)
+    return venv
