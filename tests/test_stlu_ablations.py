@@ -94,3 +94,11 @@ def test_confidence_gated_pseudo_labels_leave_unconfident_voxels_out():
     assert method.unsup_loss.threshold == 0.8
     with pytest.raises(TypeError, match="MONAI DiceLoss"):
         SymmetricPseudoLabelLoss(loss=lambda x, y: x.mean(), threshold=0.5)
+
+
+@pytest.mark.parametrize("given, expected", [("false", False), ("true", True), (False, False), (1, True)])
+def test_detach_weight_from_the_command_line_reads_by_meaning(given, expected):
+    # `python -m monai.bundle run ... --detach_weight false` hands the network the string "false"
+    assert STLUNet(n_filters=2, detach_weight=given).feature_mix.detach_weight is expected
+    with pytest.raises(ValueError, match="maybe"):
+        STLUNet(n_filters=2, detach_weight="maybe")

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from monai_stlu.utils.flags import as_bool
+
 __all__ = ["FeatureMix"]
 
 # above this many channels the per-channel dot products are element-wise reductions instead of a Gram matrix
@@ -144,7 +146,8 @@ class FeatureMix(nn.Module):
 
     Args:
         eps: the small value of the cosine's denominator.
-        detach_weight: if True, no gradient flows through the mixing weight ``w``.
+        detach_weight: if True, no gradient flows through the mixing weight ``w`` (command-line strings such as
+            ``"false"`` read by their meaning).
 
     Example::
 
@@ -156,7 +159,7 @@ class FeatureMix(nn.Module):
     def __init__(self, eps: float = 1e-8, detach_weight: bool = False) -> None:
         super().__init__()
         self.eps = eps
-        self.detach_weight = detach_weight
+        self.detach_weight = as_bool(detach_weight)  # --detach_weight false arrives as a string
 
     def mixing_weight(self, x_labeled: torch.Tensor, x_unlabeled: torch.Tensor) -> torch.Tensor:
         """Return ``w`` of shape (B, C), in float32 at least (float64 inputs keep float64); no gradient.
