@@ -11,6 +11,7 @@ the test list, and cached: an interrupted or repeated run resumes its checkpoint
     python benchmarks/quality.py robustness --protocol cpu --sigmas 0.1,0.2,0.3,0.4,0.5   # noisy test images
     python benchmarks/quality.py run --protocol cpu --labeled 4,8,16 --seeds 0            # label-ratio sweep
     python benchmarks/quality.py run --protocol cpu --methods stlu --tag _decoder --override --dropout_placement decoder
+    python benchmarks/quality.py bn_check --protocol cpu --seeds 0,1    # BatchNorm statistics from clean passes
 
 ``run`` works in ``--work_dir`` (default ``benchmarks/work/quality_<protocol>``, git-ignored): per run its
 checkpoints, ``train.log``, ``pseudo_label_quality.csv``, the test metrics and predictions, and ``done.json``.
@@ -40,12 +41,16 @@ METRICS = ("dice", "jaccard", "hd95_vox", "asd_vox", "hd95_mm", "asd_mm")
 _VAL_LINE = re.compile(r"Epoch\[(\d+)\] Metrics -- .*val_mean_dice: ([0-9.]+)")
 
 
-def config_files(protocol: str, method: str, *more: str) -> str:
+def config_paths(protocol: str, method: str, *more: str) -> list[str]:
     files = [os.path.join(CONFIGS, "train.json"), os.path.join(CONFIGS, f"{protocol}_protocol.json")]
     if method != "stlu":
         files.append(os.path.join(CONFIGS, "methods", f"{method}.json"))
-    files += [os.path.join(CONFIGS, m) for m in more]
-    return "[" + ",".join(f"'{f}'" for f in files) + "]"
+    return files + [os.path.join(CONFIGS, m) for m in more]
+
+
+def config_files(protocol: str, method: str, *more: str) -> str:
+    """The ``--config_file`` argument of the bundle command."""
+    return "[" + ",".join(f"'{f}'" for f in config_paths(protocol, method, *more)) + "]"
 
 
 def run_dir(work_dir: str, method: str, seed: int, tag: str = "") -> str:
@@ -145,6 +150,82 @@ def robustness(opts: argparse.Namespace, methods: list[str], seeds: list[int], s
     with open(os.path.join(opts.results_dir, "robustness.md"), "w") as f:
         f.write("Test Dice % (mean over cases and seeds) with Gaussian noise of std σ added to the z-scored images\n\n")
         f.write("\n".join(lines) + "\n")
+    return "\n".join(lines)
+
+
+def bn_check(opts: argparse.Namespace, methods: list[str], seeds: list[int], batches: int) -> str:
+    """Validation Dice of each finished (method, seed) model as trained, and after its BatchNorm running statistics
+    are recomputed from clean forward passes (no mixing, dropout or teacher) over ``batches`` labeled and unlabeled
+    training batches. A diagnostic of the train/eval gap that perturbation-based methods can open (their BatchNorm
+    layers only ever see perturbed features in training); validation cases only. Writes ``bn_check.md``."""
+    import copy
+
+    import torch
+    from fire.parser import DefaultParseValue  # how `python -m monai.bundle` reads a command-line value
+    from monai.bundle import ConfigParser
+
+    lines = ["| method | seed | validation Dice as trained | after BN recomputed from clean passes | change |",
+             "|---|---|---|---|---|"]
+    for method in methods:
+        for seed in seeds:
+            out = run_dir(opts.work_dir, method, seed, opts.tag + labeled_tag(opts.num_labeled))
+            if not os.path.isfile(os.path.join(out, "done.json")):
+                print(f"{method} seed {seed}: not trained yet, skipped", flush=True)
+                continue
+            parser = ConfigParser()
+            parser.read_config(config_paths(opts.protocol, method))
+            it = iter(opts.override)
+            parser.update({
+                "dataset_dir": opts.dataset_dir, "train_list": opts.train_list, "test_list": opts.test_list,
+                "seed": seed, "bundle_root": os.path.join(CONFIGS, ".."), "ckpt_dir": os.path.join(out, "models"),
+                "output_dir": os.path.join(out, "bn_check"), "progress": False,
+                **({"num_labeled": opts.num_labeled} if opts.num_labeled is not None else {}),
+                **{k.lstrip("-"): DefaultParseValue(v) for k, v in zip(it, it)},
+            })
+            parser.get_parsed_content("initialize")
+            network = parser.get_parsed_content("network")
+            network.load_state_dict(torch.load(os.path.join(out, "models", "model.pt"), map_location="cpu",
+                                               weights_only=True))
+            val_loader, inferer = parser.get_parsed_content("validate#dataloader"), parser.get_parsed_content("validate#inferer")
+            device = parser.get_parsed_content("device")
+
+            def val_dice(net) -> float:
+                net.eval()
+                dice = []
+                with torch.no_grad():
+                    for batch in val_loader:
+                        pred = inferer(batch["image"].to(device), net).argmax(1) > 0
+                        label = batch["label"][:, 0].to(device) > 0
+                        dice.append(float(2 * (pred & label).sum() / max(int(pred.sum() + label.sum()), 1)))
+                return sum(dice) / len(dice)
+
+            before = val_dice(network)
+            clean = copy.deepcopy(network).train()
+            for m in clean.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.reset_running_stats()
+                    m.momentum = None  # a plain average over the passes
+                elif isinstance(m, torch.nn.modules.dropout._DropoutNd):
+                    m.eval()
+            loaders = [parser.get_parsed_content("train#dataloader")]
+            if parser.get_parsed_content("method").uses_unlabeled:
+                loaders.append(parser.get_parsed_content("train#unlabeled_dataloader"))
+            with torch.no_grad():
+                for loader in loaders:
+                    done = 0
+                    while done < batches:
+                        for batch in loader:
+                            clean(torch.as_tensor(batch["image"]).to(device))  # one tensor: the plain network
+                            done += 1
+                            if done == batches:
+                                break
+            after = val_dice(clean)
+            lines.append(f"| {method}{opts.tag} | {seed} | {100 * before:.2f} | {100 * after:.2f} | {100 * (after - before):+.2f} |")
+            print(lines[-1], flush=True)
+    os.makedirs(opts.results_dir, exist_ok=True)
+    with open(os.path.join(opts.results_dir, "bn_check.md"), "w") as f:
+        f.write(f"Validation Dice % (the model-selection cases) as trained and after BatchNorm statistics recomputed from "
+                f"{batches} clean batches per training loader\n\n" + "\n".join(lines) + "\n")
     return "\n".join(lines)
 
 
@@ -329,7 +410,7 @@ def overlay(opts: argparse.Namespace, runs: dict, out: str, plt) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["run", "report", "robustness"])
+    parser.add_argument("command", choices=["run", "report", "robustness", "bn_check"])
     parser.add_argument("--protocol", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--methods", default="supervised,mean_teacher,stlu", help=f"comma-separated, of {METHODS}")
     parser.add_argument("--seeds", default="0,1")
@@ -342,6 +423,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--labeled", default=None,
                         help="label-ratio sweep: comma-separated labeled counts (runs tagged _lN), e.g. 4,8,16")
     parser.add_argument("--sigmas", default="0.1,0.2,0.3,0.4,0.5", help="robustness: noise std values")
+    parser.add_argument("--bn_batches", type=int, default=20, help="bn_check: clean batches per training loader")
     parser.add_argument("--override", nargs=argparse.REMAINDER, default=[],
                         help="further bundle overrides, e.g. --override --max_iterations 4 (must come last)")
     opts = parser.parse_args(argv)
@@ -365,6 +447,9 @@ def main(argv: list[str] | None = None) -> None:
                     result = run_one(opts, method, seed)
                     print(f"[{time.strftime('%H:%M:%S')}] {label}: test Dice {result['test']['dice']:.4f} "
                           f"({result['train_minutes']:.1f} min training)", flush=True)
+    elif opts.command == "bn_check":
+        opts.num_labeled = counts[0]
+        print(bn_check(opts, methods, seeds, opts.bn_batches))
     elif opts.command == "robustness":
         opts.num_labeled = counts[0]
         print(robustness(opts, methods, seeds, [float(s) for s in opts.sigmas.split(",")]))

@@ -50,6 +50,16 @@ def test_quality_protocol_tiny(tmp_path, capsys):
     robust = (tmp_path / "res" / "robustness.md").read_text()
     assert "| supervised |" in robust and "σ 0.3" in robust
 
+    # the BatchNorm diagnostic: the model as trained scores on the validation cases what training logged for it
+    quality.main(["bn_check", "--methods", "supervised,stlu", "--seeds", "0", "--bn_batches", "1", *common,
+                  "--override", *TINY])
+    rows = [line.split("|") for line in (tmp_path / "res" / "bn_check.md").read_text().splitlines()
+            if line.startswith("| s")]
+    assert [r[1].strip() for r in rows] == ["supervised", "stlu"]
+    for r in rows:
+        logged = re.findall(r"val_mean_dice: ([0-9.]+)", (tmp_path / "work" / f"{r[1].strip()}_seed0" / "train.log").read_text())
+        assert float(r[3]) == pytest.approx(100 * max(map(float, logged)), abs=0.5) and 0 <= float(r[4]) <= 100
+
     quality.main(["report", *common])
     summary = (tmp_path / "res" / "summary.md").read_text()
     for name in ("supervised", "stlu", "stlu_decoder", "supervised_l2", "supervised_l3"):
