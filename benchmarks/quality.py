@@ -120,28 +120,34 @@ def run_one(opts: argparse.Namespace, method: str, seed: int) -> dict:
     return summary
 
 
+def finished_runs(opts: argparse.Namespace, methods: list[str], seeds: list[int]):
+    """``(method, seed, run folder)`` of every finished run among ``methods`` x ``seeds`` (others are named, skipped)."""
+    for method in methods:
+        for seed in seeds:
+            out = run_dir(opts.work_dir, method, seed, opts.tag + labeled_tag(opts.num_labeled))
+            if os.path.isfile(os.path.join(out, "done.json")):
+                yield method, seed, out
+            else:
+                print(f"{method} seed {seed}: not trained yet, skipped", flush=True)
+
+
 def robustness(opts: argparse.Namespace, methods: list[str], seeds: list[int], sigmas: list[float]) -> str:
     """Evaluate every finished (method, seed) with Gaussian noise of each ``sigma`` added to the test images; cached
     per sigma. Returns the Dice table (mean over cases and seeds) and writes it to ``robustness.md``."""
     table = {}
-    for method in methods:
-        for seed in seeds:
-            out = run_dir(opts.work_dir, method, seed, opts.tag + labeled_tag(opts.num_labeled))
-            if not os.path.isfile(os.path.join(out, "done.json")):
-                print(f"{method} seed {seed}: not trained yet, skipped", flush=True)
-                continue
-            for sigma in sigmas:
-                folder = os.path.join(out, f"test_noise{sigma:g}")
-                if not os.path.isfile(os.path.join(folder, "metrics.csv")):
-                    args = ["run", "--config_file", config_files(opts.protocol, method, "evaluate.json"),
-                            "--dataset_dir", opts.dataset_dir, "--train_list", opts.train_list,
-                            "--test_list", opts.test_list, "--seed", str(seed), "--bundle_root",
-                            os.path.join(CONFIGS, ".."), "--ckpt_dir", os.path.join(out, "models"),
-                            "--output_dir", folder, "--eval_noise_std", str(sigma), "--save_predictions", "false",
-                            *opts.override]
-                    bundle(args, os.path.join(out, "robustness.log"))
-                dice = mean_metrics(os.path.join(folder, "metrics.csv"))["dice"]
-                table.setdefault(method, {}).setdefault(sigma, []).append(dice)
+    for method, seed, out in finished_runs(opts, methods, seeds):
+        for sigma in sigmas:
+            folder = os.path.join(out, f"test_noise{sigma:g}")
+            if not os.path.isfile(os.path.join(folder, "metrics.csv")):
+                args = ["run", "--config_file", config_files(opts.protocol, method, "evaluate.json"),
+                        "--dataset_dir", opts.dataset_dir, "--train_list", opts.train_list,
+                        "--test_list", opts.test_list, "--seed", str(seed), "--bundle_root",
+                        os.path.join(CONFIGS, ".."), "--ckpt_dir", os.path.join(out, "models"),
+                        "--output_dir", folder, "--eval_noise_std", str(sigma), "--save_predictions", "false",
+                        *opts.override]
+                bundle(args, os.path.join(out, "robustness.log"))
+            dice = mean_metrics(os.path.join(folder, "metrics.csv"))["dice"]
+            table.setdefault(method, {}).setdefault(sigma, []).append(dice)
     lines = ["| method | " + " | ".join(f"σ {s:g}" for s in sigmas) + " |", "|---|" + "---|" * len(sigmas)]
     for method, by_sigma in table.items():
         cells = (by_sigma[s] for s in sigmas)
@@ -166,62 +172,57 @@ def bn_check(opts: argparse.Namespace, methods: list[str], seeds: list[int], bat
 
     lines = ["| method | seed | validation Dice as trained | after BN recomputed from clean passes | change |",
              "|---|---|---|---|---|"]
-    for method in methods:
-        for seed in seeds:
-            out = run_dir(opts.work_dir, method, seed, opts.tag + labeled_tag(opts.num_labeled))
-            if not os.path.isfile(os.path.join(out, "done.json")):
-                print(f"{method} seed {seed}: not trained yet, skipped", flush=True)
-                continue
-            parser = ConfigParser()
-            parser.read_config(config_paths(opts.protocol, method))
-            it = iter(opts.override)
-            parser.update({
-                "dataset_dir": opts.dataset_dir, "train_list": opts.train_list, "test_list": opts.test_list,
-                "seed": seed, "bundle_root": os.path.join(CONFIGS, ".."), "ckpt_dir": os.path.join(out, "models"),
-                "output_dir": os.path.join(out, "bn_check"), "progress": False,
-                **({"num_labeled": opts.num_labeled} if opts.num_labeled is not None else {}),
-                **{k.lstrip("-"): DefaultParseValue(v) for k, v in zip(it, it)},
-            })
-            parser.get_parsed_content("initialize")
-            network = parser.get_parsed_content("network")
-            network.load_state_dict(torch.load(os.path.join(out, "models", "model.pt"), map_location="cpu",
-                                               weights_only=True))
-            val_loader, inferer = parser.get_parsed_content("validate#dataloader"), parser.get_parsed_content("validate#inferer")
-            device = parser.get_parsed_content("device")
+    for method, seed, out in finished_runs(opts, methods, seeds):
+        parser = ConfigParser()
+        parser.read_config(config_paths(opts.protocol, method))
+        it = iter(opts.override)
+        parser.update({
+            "dataset_dir": opts.dataset_dir, "train_list": opts.train_list, "test_list": opts.test_list,
+            "seed": seed, "bundle_root": os.path.join(CONFIGS, ".."), "ckpt_dir": os.path.join(out, "models"),
+            "output_dir": os.path.join(out, "bn_check"), "progress": False,
+            **({"num_labeled": opts.num_labeled} if opts.num_labeled is not None else {}),
+            **{k.lstrip("-"): DefaultParseValue(v) for k, v in zip(it, it)},
+        })
+        parser.get_parsed_content("initialize")
+        network = parser.get_parsed_content("network")
+        network.load_state_dict(torch.load(os.path.join(out, "models", "model.pt"), map_location="cpu",
+                                           weights_only=True))
+        val_loader, inferer = parser.get_parsed_content("validate#dataloader"), parser.get_parsed_content("validate#inferer")
+        device = parser.get_parsed_content("device")
 
-            def val_dice(net) -> float:
-                net.eval()
-                dice = []
-                with torch.no_grad():
-                    for batch in val_loader:
-                        pred = inferer(batch["image"].to(device), net).argmax(1) > 0
-                        label = batch["label"][:, 0].to(device) > 0
-                        dice.append(float(2 * (pred & label).sum() / max(int(pred.sum() + label.sum()), 1)))
-                return sum(dice) / len(dice)
-
-            before = val_dice(network)
-            clean = copy.deepcopy(network).train()
-            for m in clean.modules():
-                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                    m.reset_running_stats()
-                    m.momentum = None  # a plain average over the passes
-                elif isinstance(m, torch.nn.modules.dropout._DropoutNd):
-                    m.eval()
-            loaders = [parser.get_parsed_content("train#dataloader")]
-            if parser.get_parsed_content("method").uses_unlabeled:
-                loaders.append(parser.get_parsed_content("train#unlabeled_dataloader"))
+        def val_dice(net) -> float:
+            net.eval()
+            dice = []
             with torch.no_grad():
-                for loader in loaders:
-                    done = 0
-                    while done < batches:
-                        for batch in loader:
-                            clean(torch.as_tensor(batch["image"]).to(device))  # one tensor: the plain network
-                            done += 1
-                            if done == batches:
-                                break
-            after = val_dice(clean)
-            lines.append(f"| {method}{opts.tag} | {seed} | {100 * before:.2f} | {100 * after:.2f} | {100 * (after - before):+.2f} |")
-            print(lines[-1], flush=True)
+                for batch in val_loader:
+                    pred = inferer(batch["image"].to(device), net).argmax(1) > 0
+                    label = batch["label"][:, 0].to(device) > 0
+                    dice.append(float(2 * (pred & label).sum() / max(int(pred.sum() + label.sum()), 1)))
+            return sum(dice) / len(dice)
+
+        before = val_dice(network)
+        clean = copy.deepcopy(network).train()
+        for m in clean.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+                m.momentum = None  # a plain average over the passes
+            elif isinstance(m, torch.nn.modules.dropout._DropoutNd):
+                m.eval()
+        loaders = [parser.get_parsed_content("train#dataloader")]
+        if parser.get_parsed_content("method").uses_unlabeled:
+            loaders.append(parser.get_parsed_content("train#unlabeled_dataloader"))
+        with torch.no_grad():
+            for loader in loaders:
+                done = 0
+                while done < batches:
+                    for batch in loader:
+                        clean(torch.as_tensor(batch["image"]).to(device))  # one tensor: the plain network
+                        done += 1
+                        if done == batches:
+                            break
+        after = val_dice(clean)
+        lines.append(f"| {method}{opts.tag} | {seed} | {100 * before:.2f} | {100 * after:.2f} | {100 * (after - before):+.2f} |")
+        print(lines[-1], flush=True)
     os.makedirs(opts.results_dir, exist_ok=True)
     with open(os.path.join(opts.results_dir, "bn_check.md"), "w") as f:
         f.write(f"Validation Dice % (the model-selection cases) as trained and after BatchNorm statistics recomputed from "
