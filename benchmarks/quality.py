@@ -17,8 +17,10 @@ the test list, and cached: an interrupted or repeated run resumes its checkpoint
 checkpoints, ``train.log``, ``pseudo_label_quality.csv``, the test metrics and predictions, and ``done.json``.
 ``report`` writes ``benchmarks/results/quality_<protocol>/``: ``summary.md`` / ``summary.csv`` (Dice, Jaccard, HD95 and
 ASD in voxels and mm, mean ± std over cases and seeds, and the per-seed means), ``per_case.csv``,
-``learning_curves.png`` (validation Dice against iteration), ``pseudo_label_quality.png`` and ``overlay.png`` (an
-axial slice through each test case: image, ground-truth contour and each method's contour).
+``learning_curves.png`` (validation Dice against iteration; beside it the pseudo-label quality: Dice of each
+semi-supervised method's pseudo-labels against the true labels of "unlabeled" training cases), ``overlay.png`` (an
+axial slice through each test case: image, ground-truth contour and each method's contour), ``label_sweep.png`` for
+runs of ``--labeled``; ``robustness`` writes ``robustness.md`` and ``bn_check`` writes ``bn_check.md``.
 """
 
 from __future__ import annotations
