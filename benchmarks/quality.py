@@ -10,7 +10,7 @@ the test list, and cached: an interrupted or repeated run resumes its checkpoint
     python benchmarks/quality.py report --protocol cpu
     python benchmarks/quality.py robustness --protocol cpu --sigmas 0.1,0.2,0.3,0.4,0.5   # noisy test images
     python benchmarks/quality.py run --protocol cpu --labeled 4,8,16 --seeds 0            # label-ratio sweep
-    python benchmarks/quality.py run --protocol cpu --methods stlu --tag _decoder --override --dropout_placement decoder
+    python benchmarks/quality.py run --protocol cpu --methods stlu --tag _cascade --override --dropout_placement cascade
     python benchmarks/quality.py bn_check --protocol cpu --seeds 0,1    # BatchNorm statistics from clean passes
 
 ``run`` works in ``--work_dir`` (default ``benchmarks/work/quality_<protocol>``, git-ignored): per run its
