@@ -172,6 +172,8 @@ def bn_check(opts: argparse.Namespace, methods: list[str], seeds: list[int], bat
     from fire.parser import DefaultParseValue  # how `python -m monai.bundle` reads a command-line value
     from monai.bundle import ConfigParser
 
+    from monai_stlu.metrics import dice_score
+
     lines = ["| method | seed | validation Dice as trained | after BN recomputed from clean passes | change |",
              "|---|---|---|---|---|"]
     for method, seed, out in finished_runs(opts, methods, seeds):
@@ -198,8 +200,7 @@ def bn_check(opts: argparse.Namespace, methods: list[str], seeds: list[int], bat
             with torch.no_grad():
                 for batch in val_loader:
                     pred = inferer(batch["image"].to(device), net).argmax(1) > 0
-                    label = batch["label"][:, 0].to(device) > 0
-                    dice.append(float(2 * (pred & label).sum() / max(int(pred.sum() + label.sum()), 1)))
+                    dice += [dice_score(p, l > 0) for p, l in zip(pred, batch["label"][:, 0])]
             return sum(dice) / len(dice)
 
         before = val_dice(network)
