@@ -7,3 +7,6 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import data, engines, handlers, inferers, losses, metrics, networks, optimizers, utils
+
+# in a command a user typed (python -m monai.bundle ..., monai_stlu ...), a failure ends with the project's sentence
+utils.install_error_hook()

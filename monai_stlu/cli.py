@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import shlex
@@ -52,13 +53,20 @@ def check(
     datalist_file: str | None = None,
     case_path: str = LA_CASE_PATH,
     val_list: str | None = None,
+    in_channels: int = 1,
 ) -> int:
-    """Read every case of a data set and report the first problem (missing or unreadable file, missing dataset,
-    shape mismatch, NaN/Inf, label values outside the classes). Returns the number of cases checked.
+    """Read every case of a data set, as nnU-Net's dataset integrity check does, and report every problem (missing
+    or unreadable file, missing dataset, shape mismatch, NaN/Inf, a blank image, an image with other channels or
+    dimensions than the network takes, label values outside the classes, a test case that is also a training case).
+    Returns the number of cases checked.
+
+    Raises:
+        ValueError: after the report, when a case has a problem (the last line names the first one).
     """
     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
     from monai_stlu.data import H5Reader, ValidateSegmentationd, semi_supervised_split
+    from monai_stlu.utils import explain
 
     split = semi_supervised_split(
         dataset_dir, datalist_file, train_list, test_list, num_labeled, num_val, case_path=case_path, val_list=val_list
@@ -68,15 +76,23 @@ def check(
             LoadImaged("image", reader=H5Reader("image")),
             LoadImaged("label", reader=H5Reader("label"), allow_missing_keys=True),
             EnsureChannelFirstd(["image", "label"], allow_missing_keys=True),
-            ValidateSegmentationd(["image", "label"], num_classes=num_classes),
+            ValidateSegmentationd(["image", "label"], num_classes=num_classes, in_channels=in_channels),
         ]
     )
-    n = 0
+    n, problems = 0, []
     for part, cases in split.items():
+        bad = 0
         for case in cases:
-            load(case)
             n += 1
-        print(f"{part}: {len(cases)} cases OK")
+            try:
+                load(case)
+            except Exception as e:  # every case is read; each problem is reported
+                bad += 1
+                problems.append(explain(e))
+                print(f"{part} {case.get('id', case['image'])}: {problems[-1]}")
+        print(f"{part}: {len(cases) - bad} of {len(cases)} cases OK")
+    if problems:
+        raise ValueError(f"{len(problems)} of {n} cases have a problem (listed above); the first: {problems[0]}")
     return n
 
 
@@ -223,7 +239,11 @@ def predict(
         if not os.path.isfile(str(model)):
             raise FileNotFoundError(f"{model}: no such model file.")
         cmd += ["--checkpointloader#load_path", os.path.abspath(str(model))]
-    return _run(cmd + _override_args(overrides), dry_run)
+    rc = _run(cmd + _override_args(overrides), dry_run)
+    if rc == 0 and not dry_run:
+        written = glob.glob(os.path.join(os.path.abspath(str(o)), "**", "*_seg.nii.gz"), recursive=True)
+        print(f"segmentations: {len(written)} in {os.path.abspath(str(o))}")
+    return rc
 
 
 def _read_volume(path: str, dataset: str = "label"):
@@ -286,6 +306,8 @@ def evaluate(p: str, l: str, o: str | None = None, num_classes: int = 2, postfix
     for s in saver.summary():
         if s["metric"] in ("dice", "hd95_mm"):
             print(f"class {s['class']} {s['metric']}: {s['mean']:.4f} +- {s['std']:.4f} (n={s['n']})")
+    out = os.path.abspath(str(o or p))
+    print(f"metrics: {os.path.join(out, 'metrics.csv')} and {os.path.join(out, 'metrics_summary.csv')} ({len(preds)} cases)")
     return len(preds)
 
 
@@ -305,11 +327,30 @@ def plot(run_dir: str, o: str | None = None) -> list[str]:
     return written
 
 
+def _command(func: Any, exit_status: bool = False) -> Any:
+    """``func`` as a command line command: nothing returned for fire to print; with ``exit_status``, the returned
+    status of the child process becomes the command's exit status (a signal ``-N`` becomes ``128 + N``, as shells
+    report it)."""
+
+    @functools.wraps(func)
+    def command(*args: Any, **kwargs: Any) -> None:
+        result = func(*args, **kwargs)
+        if exit_status and result:
+            raise SystemExit(128 - int(result) if int(result) < 0 else int(result))
+
+    return command
+
+
 def main() -> None:
+    from monai_stlu.utils.errors import install_error_hook
+
+    install_error_hook(force=True)
     import fire
 
     from monai_stlu.data import convert_brats, convert_la, convert_pancreas, nifti_datalist
 
     convert = {"la": convert_la, "pancreas": convert_pancreas, "brats": convert_brats, "nifti": nifti_datalist}
-    fire.Fire({"synth": synth, "check": check, "generate_bundles": generate_bundles, "convert": convert,
-               "train": train, "predict": predict, "evaluate": evaluate, "plot": plot})
+    fire.Fire({"synth": _command(synth), "check": _command(check), "generate_bundles": _command(generate_bundles),
+               "convert": {k: _command(v) for k, v in convert.items()}, "train": _command(train, exit_status=True),
+               "predict": _command(predict, exit_status=True), "evaluate": _command(evaluate), "plot": _command(plot)},
+              name="monai_stlu")

@@ -23,3 +23,26 @@ def run_bundle(*args: str, cwd=REPO_ROOT, timeout: int = 600, check: bool = True
     if check and proc.returncode != 0:
         raise AssertionError(f"monai.bundle {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+# Source for the kill tests' subprocess scripts: patch_torch_save(kill_at, matches) makes the kill_at-th torch.save
+# whose path matches write part of its file and then die by SIGKILL, as a job killed mid-write would.
+KILLING_SAVE = """
+import os, signal
+import torch
+
+def patch_torch_save(kill_at, matches=lambda path: True):
+    real_save, calls = torch.save, []
+
+    def save(obj, f, *args, **kwargs):
+        if matches(str(f)):
+            calls.append(f)
+            if len(calls) == kill_at:
+                with open(f, "wb") as out:
+                    out.write(b"PK" + b"0" * 1000)
+                    out.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real_save(obj, f, *args, **kwargs)
+
+    torch.save = save
+"""

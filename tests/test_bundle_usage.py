@@ -8,7 +8,7 @@ import pytest
 
 from bundle_utils import config_list, run_bundle
 from conftest import REPO_ROOT
-from monai_stlu.utils.bundle import _config_files_from_argv, _root_from_config_path
+from monai_stlu.utils.bundle import config_files_from_argv, _root_from_config_path
 
 
 def test_missing_data_error_says_where_to_get_it(tmp_path):
@@ -27,8 +27,8 @@ def test_bundle_root_from_config_path():
     assert _root_from_config_path(str(cfg / "train.json")) == str(cfg.parent)
     assert _root_from_config_path(str(cfg / "methods" / "stlu.json")) == str(cfg.parent)
     argv = ["x", "run", "--config_file", f"['{cfg}/train.json','{cfg}/quick.json']"]
-    assert _config_files_from_argv(argv) == [f"{cfg}/train.json", f"{cfg}/quick.json"]
-    assert _config_files_from_argv(["x", f"--config_file={cfg}/train.json"]) == [f"{cfg}/train.json"]
+    assert config_files_from_argv(argv) == [f"{cfg}/train.json", f"{cfg}/quick.json"]
+    assert config_files_from_argv(["x", f"--config_file={cfg}/train.json"]) == [f"{cfg}/train.json"]
 
 
 @pytest.mark.slow

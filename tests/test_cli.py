@@ -17,8 +17,9 @@ import pytest
 
 from monai_stlu.data import write_synthetic_la
 
-SMALL = ["--n_filters", "4", "--patch_size", "[32,32,32]", "--val_stride", "[16,16,16]", "--eval_stride", "[16,16,16]",
-         "--progress", "false", "--amp", "false"]
+SMALL = ["--n_filters", "4", "--patch_size", "[32,32,32]", "--eval_stride", "[16,16,16]", "--progress", "false",
+         "--amp", "false"]  # the inference keys; training takes a validation stride too
+TRAIN_SMALL = SMALL + ["--val_stride", "[16,16,16]"]
 
 
 def cli(*args, check=True) -> subprocess.CompletedProcess:
@@ -46,7 +47,7 @@ def test_train_predict_evaluate(tmp_path):
     data = write_synthetic_la(str(tmp_path / "la"), num_train=6, num_test=2, shape=(48, 48, 40))
     out = cli("train", "--method", "supervised", "--quick", "--dataset_dir", data, "--output", tmp_path / "run",
               "--num_labeled", "2", "--num_val", "1", "--max_iterations", "2", "--val_interval", "2", "--plot_progress", "true",
-              "--output_subdir", "sup_a", *SMALL).stdout
+              "--output_subdir", "sup_a", *TRAIN_SMALL).stdout
     model = tmp_path / "run" / "models" / "sup_a" / "model.pt"  # the summary follows an output_subdir override
     assert model.is_file() and f"model: {model}" in out and "best validation Dice: " in out, out[-2000:]
     cases = (Path(data) / "test.list").read_text().split()
@@ -101,7 +102,7 @@ def test_synth_then_check(tmp_path):
     out = cli("synth", tmp_path / "la", "--num_train", "6", "--num_test", "2", "--shape", "[32,32,24]").stdout
     assert "wrote 6 training and 2 test cases" in out
     checked = cli("check", tmp_path / "la", "--num_labeled", "2", "--num_val", "1").stdout
-    assert "labeled: 2 cases OK" in checked and "test: 2 cases OK" in checked
+    assert "labeled: 2 of 2 cases OK" in checked and "test: 2 of 2 cases OK" in checked
     broken = next((tmp_path / "la").rglob("*.h5"))
     broken.write_bytes(b"not an h5 file")
     bad = cli("check", tmp_path / "la", "--num_labeled", "2", "--num_val", "1", check=False)

@@ -120,7 +120,7 @@ def test_label_values_outside_classes(synth):
     path = case_path(synth, "SYNTH0000")
     label = np.zeros((32, 32, 16), np.uint8)
     label[3, 3, 3] = 2
-    rewrite(path, image=np.zeros((32, 32, 16), np.float32), label=label)
+    rewrite(path, image=np.random.rand(32, 32, 16).astype(np.float32), label=label)  # (a blank image is refused)
     raises_from_load({"image": path, "label": path}, r"SYNTH0000.*label values \[2\] are outside the classes 0..1")
     assert load({"image": path, "label": path}, num_classes=3)["label"].max() == 2
 
@@ -143,16 +143,20 @@ def test_json_split_nifti(tmp_path):
     import nibabel as nib
 
     entries = []
-    for i in range(4):
+    for i in range(5):
         img = nib.Nifti1Image(np.random.rand(16, 16, 8).astype(np.float32), np.diag([1.5, 1.5, 2.0, 1]))
         lab = nib.Nifti1Image((np.random.rand(16, 16, 8) > 0.5).astype(np.uint8), np.diag([1.5, 1.5, 2.0, 1]))
         nib.save(img, tmp_path / f"img{i}.nii.gz")
         nib.save(lab, tmp_path / f"lab{i}.nii.gz")
         entries.append({"image": f"img{i}.nii.gz", "label": f"lab{i}.nii.gz"})
+    test = [entries.pop()]
     entries.append({"image": "img0.nii.gz"})  # unlabeled
-    (tmp_path / "datalist.json").write_text(json.dumps({"training": entries, "test": [{"image": "img3.nii.gz"}]}))
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": entries, "test": test}))
     split = json_split(str(tmp_path / "datalist.json"), num_labeled=2, num_val=1)
     assert [len(split[k]) for k in ("labeled", "unlabeled", "val", "test")] == [2, 2, 1, 1]
+    (tmp_path / "overlap.json").write_text(json.dumps({"training": entries, "test": [entries[3]]}))
+    with pytest.raises(ValueError, match=r"overlap.json \('test'\): 1 test case\(s\) are also val cases .*img3.nii.gz"):
+        json_split(str(tmp_path / "overlap.json"), num_labeled=2, num_val=1)
     d = load(split["labeled"][0])  # the h5 reader falls back to NIfTI readers
     assert d["image"].shape == (1, 16, 16, 8)
     np.testing.assert_allclose(d["image"].pixdim, [1.5, 1.5, 2.0])

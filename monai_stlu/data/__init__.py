@@ -4,6 +4,7 @@ from .datalist import DATA_HELP, LA_CASE_PATH, check_h5_case, h5_split, json_spl
 from .h5_reader import H5Reader, is_h5_source, write_h5_case
 from .synthetic import SYNTHETIC_LAYOUTS, synthetic_case, write_synthetic_la
 from .validate_case import ValidateSegmentationd
+from .finite_file_check import CheckFiniteFiled
 from .find_images import case_id, data_root, find_images
 from .atomic_nibabel_writer import AtomicNibabelWriter
 from .converters import (

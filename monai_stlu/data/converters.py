@@ -263,10 +263,23 @@ def nifti_datalist(
 
     Returns:
         the datalist.
+
+    Raises:
+        FileNotFoundError: no NIfTI image in ``image_dir``.
+        ValueError: a 4-D image (the bundles take one 3-D volume per file), or too few labeled images.
     """
     images = sorted({p for pat in patterns for p in glob.glob(os.path.join(image_dir, pat))})
     if not images:
         raise FileNotFoundError(f"{image_dir}: no NIfTI image ({', '.join(patterns)}).")
+    import nibabel as nib
+
+    for path in images:
+        shape = tuple(nib.load(path).header.get_data_shape())
+        if len(shape) > 3 and any(s > 1 for s in shape[3:]):
+            raise ValueError(
+                f"{path}: a 4-D image (shape {list(shape)}); the bundles take one 3-D volume per file: write each "
+                "volume (time point, sequence) to a file of its own."
+            )
     base = os.path.dirname(os.path.abspath(out_file))
     labeled, unlabeled = [], []
     for path in images:

@@ -93,6 +93,7 @@ def h5_split(
     val_list: str | None = None,
     dataset_name: str = "LA",
     image_dataset: str | Sequence[str] = "image",
+    check_test: bool = True,
 ) -> dict[str, list[dict]]:
     """Split a community h5 layout (one h5 file per case with ``image`` and ``label`` datasets, ID list files):
     labeled = the first ``num_labeled`` IDs of ``train_list``, validation = its last ``num_val`` IDs (or the
@@ -120,6 +121,8 @@ def h5_split(
         dataset_name: named in the error when no data are found.
         image_dataset: the h5 dataset(s) the image is read from (several: MR sequences stacked as channels), each
             checked with ``check``.
+        check_test: open the test cases too (with ``check``); training does not read them, so its configs set False.
+            Test IDs that are also training or validation IDs are refused either way.
 
     Returns:
         ``{"labeled", "unlabeled", "val", "test"}``: lists of ``{"image", "label", "id"}`` dicts (unlabeled
@@ -128,7 +131,8 @@ def h5_split(
     Raises:
         FileNotFoundError: no data at ``dataset_dir`` (the message says what was expected and where to get it), a
             missing list, or a listed case that is missing.
-        ValueError: malformed lists or cases, or too few cases for the requested split.
+        ValueError: malformed lists or cases, too few cases for the requested split, or a test case that is also a
+            training or validation case.
     """
     if "{id}" not in case_path:
         raise ValueError(f"case_path {case_path!r} must contain '{{id}}' where the case ID goes.")
@@ -146,15 +150,18 @@ def h5_split(
 
     image_keys = (image_dataset,) if isinstance(image_dataset, str) else tuple(image_dataset)
 
-    def cases(list_path: str) -> list[dict]:
+    def cases(list_path: str, key: str, open_files: bool = True) -> list[dict]:
         out = []
         for case_id in _read_list(list_path):
             path = os.path.join(dataset_dir, case_path.format(id=case_id))
-            if check:
+            if check and open_files:
                 try:
                     check_h5_case(path, image_keys + ("label",))
                 except FileNotFoundError as e:
-                    raise FileNotFoundError(f"case {case_id} listed in {list_path} is missing: {path}") from e
+                    raise FileNotFoundError(
+                        f"case {case_id} listed in {list_path} is missing: {path} does not exist (that list is the "
+                        f"bundle's --{key})."
+                    ) from e
                 except ValueError as e:
                     if image_keys == ("image",) or "has no dataset" not in str(e):
                         raise
@@ -167,16 +174,36 @@ def h5_split(
         return out
 
     if val_list:
-        split = _split_labeled(cases(train_path), int(num_labeled), 0, train_path)
-        split["val"] = cases(resolve(val_list))
+        split = _split_labeled(cases(train_path, "train_list"), int(num_labeled), 0, train_path)
+        split["val"] = cases(resolve(val_list), "val_list")
     else:
-        split = _split_labeled(cases(train_path), int(num_labeled), int(num_val), train_path, val_ids)
-    split["test"] = cases(test_path) if os.path.isfile(test_path) else []
+        split = _split_labeled(cases(train_path, "train_list"), int(num_labeled), int(num_val), train_path, val_ids)
+    split["test"] = cases(test_path, "test_list", open_files=check_test) if os.path.isfile(test_path) else []
+    _refuse_overlap(split, test_path, lambda c: c["id"])
     return split
 
 
+def _refuse_overlap(split: dict[str, list[dict]], test_source: str, key) -> None:
+    """Refuse test cases that are also training or validation cases: the test figures would be measured on data
+    the model was trained or selected on."""
+    test = {key(c) for c in split.get("test", [])}
+    for part in ("labeled", "unlabeled", "val"):
+        both = sorted(test & {key(c) for c in split.get(part, [])})
+        if both:
+            shown = ", ".join(map(str, both[:3])) + (" ..." if len(both) > 3 else "")
+            raise ValueError(
+                f"{test_source}: {len(both)} test case(s) are also {part} cases ({shown}): the test figures would be "
+                "measured on data the model has seen; take them out of one of the lists."
+            )
+
+
 def json_split(
-    datalist_file: str, num_labeled: int = 0, num_val: int = 0, base_dir: str | None = None, check: bool = True
+    datalist_file: str,
+    num_labeled: int = 0,
+    num_val: int = 0,
+    base_dir: str | None = None,
+    check: bool = True,
+    check_test: bool = True,
 ) -> dict[str, list[dict]]:
     """Split an MSD-style datalist JSON (``{"training": [{"image", "label"}, ...], "validation": [...],
     "test": [...], "unlabeled": [...]}``; paths relative to ``base_dir``, default the JSON's folder).
@@ -185,9 +212,12 @@ def json_split(
     ``num_labeled > 0`` only the first ``num_labeled`` labeled entries keep their labels (the LA protocol).
     Without a ``"validation"`` list, the last ``num_val`` labeled entries are held out for validation.
 
+    ``check_test=False`` does not look for the test files (training does not read them); a test image that is also
+    a training or validation image is refused either way.
+
     Raises:
         FileNotFoundError: the JSON or a file it names does not exist.
-        ValueError: a malformed JSON or too few cases.
+        ValueError: a malformed JSON, too few cases, or a test case that is also a training or validation case.
     """
     if not os.path.isfile(datalist_file):
         raise FileNotFoundError(f"{datalist_file}: datalist JSON not found. {DATA_HELP}")
@@ -200,7 +230,7 @@ def json_split(
         raise ValueError(f"{datalist_file}: needs a 'training' list of {{'image': ..., 'label': ...}} entries.")
     base = os.path.dirname(os.path.abspath(datalist_file)) if base_dir is None else base_dir
 
-    def entries(key: str) -> list[dict]:
+    def entries(key: str, must_exist: bool = True) -> list[dict]:
         out = []
         for i, item in enumerate(content.get(key, [])):
             item = {"image": item} if isinstance(item, str) else dict(item)
@@ -209,7 +239,7 @@ def json_split(
             for k in ("image", "label"):
                 if k in item:
                     item[k] = item[k] if os.path.isabs(item[k]) else os.path.join(base, item[k])
-                    if check and not os.path.exists(item[k]):
+                    if check and must_exist and not os.path.exists(item[k]):
                         raise FileNotFoundError(f"{datalist_file}: entry {i} of {key!r}: {item[k]} does not exist.")
             item.setdefault("id", os.path.basename(item["image"]).split(".")[0])
             out.append(item)
@@ -228,7 +258,9 @@ def json_split(
         labeled = labeled[:num_labeled]
     if not labeled:
         raise ValueError(f"{datalist_file}: no labeled training case.")
-    return {"labeled": labeled, "unlabeled": unlabeled, "val": val, "test": entries("test")}
+    split = {"labeled": labeled, "unlabeled": unlabeled, "val": val, "test": entries("test", check_test)}
+    _refuse_overlap(split, f"{datalist_file} ('test')", lambda c: os.path.abspath(str(c["image"])))
+    return split
 
 
 def semi_supervised_split(
@@ -243,11 +275,14 @@ def semi_supervised_split(
     val_list: str | None = None,
     dataset_name: str = "LA",
     image_dataset: str | Sequence[str] = "image",
+    check_test: bool = True,
 ) -> dict[str, list[dict]]:
-    """The bundles' entry point: :py:func:`json_split` when ``datalist_file`` is given, else :py:func:`h5_split`."""
+    """The bundles' entry point: :py:func:`json_split` when ``datalist_file`` is given, else :py:func:`h5_split`
+    (``check_test``: open the test cases as well; training configs set False, they do not read them)."""
     if datalist_file:
-        return json_split(datalist_file, num_labeled=num_labeled, num_val=num_val)
+        return json_split(datalist_file, num_labeled=num_labeled, num_val=num_val, check_test=check_test)
     return h5_split(
         dataset_dir, train_list=train_list, test_list=test_list, num_labeled=num_labeled, num_val=num_val,
         case_path=case_path, val_ids=val_ids, val_list=val_list, dataset_name=dataset_name, image_dataset=image_dataset,
+        check_test=check_test,
     )

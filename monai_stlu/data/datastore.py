@@ -59,9 +59,21 @@ def unlabeled_cases(
 
     Returns:
         ``[{"image": path, "id": name}]``.
+
+    Raises:
+        ValueError: the bundle's split leaves no unlabeled case.
     """
     if not is_datastore_list(labeled):
-        return semi_supervised_split(**dict(split_args))["unlabeled"]
+        split = semi_supervised_split(**dict(split_args))
+        if not split["unlabeled"]:
+            source = split_args.get("datalist_file") or os.path.join(
+                str(split_args.get("dataset_dir", "")), str(split_args.get("train_list", "train.list")))
+            raise ValueError(
+                f"{source}: no unlabeled case is left for this semi-supervised method ({len(split['labeled'])} "
+                f"labeled + {len(split['val'])} validation cases take them all): lower --num_labeled or --num_val, "
+                "add unlabeled cases, or train --method supervised."
+            )
+        return split["unlabeled"]
     used = {_path(d) for d in list(labeled) + list(val or [])}
     found: list[str] = []
     if use_unlabeled:

@@ -22,7 +22,7 @@ def _source(x, fallback: str) -> str:
 
 class ValidateSegmentationd(MapTransform):
     """Check a loaded case: an image of ``spatial_dims`` spatial dimensions and ``in_channels`` channels (when given),
-    finite, and a label of the image's spatial shape with values in ``[0, num_classes)``.
+    finite and not blank, and a label of the image's spatial shape with values in ``[0, num_classes)``.
 
     Put it right after loading in the deterministic (cached) part of a pipeline, so a bad case stops the run
     while the dataset is cached, with a message that names the file and the problem.
@@ -33,10 +33,12 @@ class ValidateSegmentationd(MapTransform):
         allow_missing_keys: accept cases without a label.
         spatial_dims: the number of spatial dimensions every image must have (channel-first), or None.
         in_channels: the number of image channels the network takes, or None.
+        refuse_constant: refuse an image (or a channel of it) whose voxels are all equal: a blank volume.
 
     Raises:
         ValueError: on an image of other dimensions or channels (a 4-D time series sent to a 3-D network, say),
-            NaN/Inf in the image, an image/label shape mismatch, or label values outside the classes.
+            NaN/Inf in the image, a blank (constant) image, an image/label shape mismatch, or label values outside
+            the classes.
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class ValidateSegmentationd(MapTransform):
         allow_missing_keys: bool = True,
         spatial_dims: int | None = 3,
         in_channels: int | None = None,
+        refuse_constant: bool = True,
     ):
         super().__init__(keys, allow_missing_keys)
         if len(self.keys) != 2:
@@ -53,6 +56,7 @@ class ValidateSegmentationd(MapTransform):
         self.num_classes = int(num_classes)
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
+        self.refuse_constant = refuse_constant
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
@@ -73,12 +77,25 @@ class ValidateSegmentationd(MapTransform):
         if not torch.isfinite(arr).all():
             n_bad = int((~torch.isfinite(arr)).sum())
             raise ValueError(f"{name}: the image has {n_bad} NaN/Inf voxels.")
-        if label_key not in d:
-            if not self.allow_missing_keys:
-                raise ValueError(f"{name}: the case has no {label_key!r}.")
-            return d
-        label = torch.as_tensor(d[label_key])
-        lname = _source(d[label_key], str(label_key))
+        if label_key in d:
+            self._check_label(d[label_key], arr)
+        elif not self.allow_missing_keys:
+            raise ValueError(f"{name}: the case has no {label_key!r}.")
+        if self.refuse_constant and arr.numel():
+            flat = arr.reshape(arr.shape[0], -1)
+            constant = (flat.amax(dim=1) == flat.amin(dim=1)).nonzero().flatten().tolist()
+            if constant:
+                c = constant[0]
+                where = f"channel {c} of the image" if arr.shape[0] > 1 else "the image"
+                raise ValueError(
+                    f"{name}: {where} is blank (every voxel is {float(flat[c, 0]):g}): a failed export or conversion?"
+                )
+        return d
+
+    def _check_label(self, label_data: torch.Tensor, arr: torch.Tensor) -> None:
+        label_key = self.keys[1]
+        label = torch.as_tensor(label_data)
+        lname = _source(label_data, str(label_key))
         if tuple(label.shape[1:]) != tuple(arr.shape[1:]):
             raise ValueError(
                 f"{lname}: label shape {list(label.shape[1:])} does not match image shape {list(arr.shape[1:])}."
@@ -88,4 +105,3 @@ class ValidateSegmentationd(MapTransform):
         if bad:
             shown = [int(v) if v == int(v) else round(float(v), 4) for v in bad[:5]]
             raise ValueError(f"{lname}: label values {shown} are outside the classes 0..{self.num_classes - 1}.")
-        return d

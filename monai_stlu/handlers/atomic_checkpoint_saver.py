@@ -4,9 +4,12 @@
 
 from __future__ import annotations
 
+import errno
 import glob
 import logging
 import os
+import re
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from monai.handlers import CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
+Checkpoint, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Checkpoint")
 
 __all__ = ["AtomicCheckpointSaver", "remove_partial_files", "PARTIAL_SUFFIX"]
 
@@ -52,13 +56,35 @@ class _FixedNameAtomicSaver(DiskSaver):  # type: ignore[misc,valid-type]
         try:
             func(checkpoint, str(tmp), **self.kwargs)
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as e:
             if tmp.exists():
                 tmp.unlink()
+            if isinstance(e, Exception) and _looks_like_a_full_disk(e):
+                free = shutil.disk_usage(path.parent).free / 2**20
+                raise OSError(
+                    errno.ENOSPC,
+                    f"{path} could not be written: no space left on the device ({free:.0f} MiB free there; the "
+                    f"previous file is intact). Free some space or write the run elsewhere (--bundle_root DIR), then "
+                    "run the same command again: it resumes.",
+                    str(path),
+                ) from e
             raise
 
     def remove(self, filename: str) -> None:
-        super().remove(self.filename or filename)
+        """Remove a file the checkpoint no longer keeps. Under a fixed file name nothing is removed: the next write
+        replaces the file atomically (ignite removes the old file before writing the new one, which would leave no
+        ``model.pt`` on disk while it is written). A file already gone (deleted by hand, a killed run) is fine."""
+        if self.filename:
+            return
+        try:
+            super().remove(filename)
+        except FileNotFoundError:
+            logging.getLogger(__name__).warning(f"{os.path.join(self.dirname, filename)} was already gone.")
+
+
+def _looks_like_a_full_disk(e: BaseException) -> bool:
+    text = str(e)
+    return (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left" in text or "file write failed" in text
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
@@ -69,6 +95,10 @@ class AtomicCheckpointSaver(CheckpointSaver):
       next one, so a run stopped while saving can leave a truncated checkpoint and no other. Here every file is
       written to a temporary file in the same folder and renamed into place; keep ``n_saved >= 2`` for the
       periodic checkpoints so that one complete file always exists.
+    - Under a fixed file name (``model.pt``) the old file is never removed first: the new one replaces it, so a
+      ``model.pt`` exists at every moment once one was written, and a record naming a file that is gone is harmless.
+    - A periodic saver adopts the older periodic files of the folder at its first save, so ``n_saved`` still
+      rotates them after a resume. A full disk is reported as such, naming the file.
     - ``state_dict()`` / ``load_state_dict()`` hold the key-metric record (which scores are saved under which
       file names). Put the best-model saver in the periodic checkpoint's ``save_dict`` and the resumed run keeps
       ``model.pt`` unless a validation beats the best score of the interrupted run (without it, the first
@@ -96,6 +126,30 @@ class AtomicCheckpointSaver(CheckpointSaver):
         ):
             if checkpoint is not None:
                 checkpoint.save_handler = _FixedNameAtomicSaver(save_dir, fixed_name)
+        self._adopted = False
+
+    def interval_completed(self, engine: Any) -> None:
+        """Save the periodic checkpoint; the first time, adopt the periodic files an interrupted run of this folder
+        left with an older step, so that ``n_saved`` keeps rotating them after a resume."""
+        if not self._adopted and self._interval_checkpoint is not None:
+            self._adopt_interval_files(engine)
+        super().interval_completed(engine)
+
+    def _adopt_interval_files(self, engine: Any) -> None:
+        self._adopted = True
+        checkpoint = self._interval_checkpoint
+        step = engine.state.epoch if self.epoch_level else engine.state.iteration
+        name = "epoch" if self.epoch_level else "iteration"
+        prefix = f"{checkpoint.filename_prefix}_" if checkpoint.filename_prefix else ""
+        known = {item.filename for item in checkpoint._saved}
+        found = []
+        for path in glob.glob(os.path.join(self.save_dir, f"{prefix}checkpoint_{name}=*.pt")):
+            match = re.fullmatch(rf"{re.escape(prefix)}checkpoint_{name}=(\d+)\.pt", os.path.basename(path))
+            if match and int(match.group(1)) < step and os.path.basename(path) not in known:
+                found.append((int(match.group(1)), os.path.basename(path)))
+        for priority, filename in sorted(found):
+            checkpoint._saved.append(Checkpoint.Item(priority, filename))
+        checkpoint._saved.sort(key=lambda item: item.priority)
 
     def state_dict(self) -> dict:
         """The key-metric record: ``{"key_metric_saved": [(score, file name), ...]}`` (empty without a key metric)."""

@@ -19,11 +19,17 @@ __all__ = [
     "check_state_dict_fits",
     "check_run_matches",
     "check_checkpoint_fits",
+    "MODEL_WAYS_OUT",
 ]
 
 _WAYS_OUT = (
     "train into another output folder (--output_subdir NAME, or another --bundle_root) "
     "or start afresh with --resume false"
+)
+# loading a trained model (evaluation, inference, export): the training remedies do not apply
+MODEL_WAYS_OUT = (
+    "point --ckpt_dir (or --output_subdir; monai_stlu predict: --model) at a model of this network, or build the "
+    "network the model was trained with (the same method and network keys, e.g. --n_filters 8 for a quick.json model)"
 )
 
 
@@ -81,6 +87,7 @@ def check_state_dict_fits(
     state: Mapping[str, Any],
     path: str,
     written_by: str | None = None,
+    ways_out: str = _WAYS_OUT,
 ) -> None:
     """Raise :py:class:`CheckpointMismatchError` when ``state`` cannot be loaded strictly into ``module``.
 
@@ -89,6 +96,8 @@ def check_state_dict_fits(
         state: the state dict read from ``path``.
         path: the checkpoint file, named in the message.
         written_by: what wrote the file (e.g. ``"an STLUMethod run"``); default: the network the keys describe.
+        ways_out: the remedies named at the end of the sentence (training's by default; :py:data:`MODEL_WAYS_OUT`
+            where a trained model is loaded).
 
     Raises:
         CheckpointMismatchError: one sentence naming the file, what wrote it, what is being built, and the two ways
@@ -100,11 +109,13 @@ def check_state_dict_fits(
         return
     raise CheckpointMismatchError(
         f"{path} was written by {written_by or describe_state_dict(state)} and does not fit the "
-        f"{describe_module(module)} being built ({diff}): {_WAYS_OUT}."
+        f"{describe_module(module)} being built ({diff}): {ways_out}."
     )
 
 
-def check_run_matches(saved: Mapping[str, Any] | None, current: Mapping[str, Any], path: str) -> None:
+def check_run_matches(
+    saved: Mapping[str, Any] | None, current: Mapping[str, Any], path: str, ways_out: str = _WAYS_OUT
+) -> None:
     """Raise :py:class:`CheckpointMismatchError` when a checkpoint's run record names another method or bundle.
 
     Args:
@@ -119,11 +130,13 @@ def check_run_matches(saved: Mapping[str, Any] | None, current: Mapping[str, Any
             raise CheckpointMismatchError(
                 f"{path} was written by a {saved.get('method')} run of bundle {saved.get('bundle')} "
                 f"({saved.get('network', 'network unknown')}) and does not fit the {current.get('method')} run of "
-                f"bundle {current.get('bundle')} being built: {_WAYS_OUT}."
+                f"bundle {current.get('bundle')} being built: {ways_out}."
             )
 
 
-def check_checkpoint_fits(load_dict: Mapping[str, Any], checkpoint: Mapping[str, Any], path: str) -> None:
+def check_checkpoint_fits(
+    load_dict: Mapping[str, Any], checkpoint: Mapping[str, Any], path: str, ways_out: str = _WAYS_OUT
+) -> None:
     """Check a whole checkpoint against the objects a loader will restore from it: the ``run_info`` records (when
     both have one), then every ``nn.Module`` entry (network, method with its teacher or second network).
 
@@ -134,7 +147,7 @@ def check_checkpoint_fits(load_dict: Mapping[str, Any], checkpoint: Mapping[str,
     """
     info = load_dict.get("run_info")
     if info is not None and hasattr(info, "state_dict"):
-        check_run_matches(checkpoint.get("run_info"), info.state_dict(), path)
+        check_run_matches(checkpoint.get("run_info"), info.state_dict(), path, ways_out)
     modules = {k: v for k, v in load_dict.items() if isinstance(v, nn.Module)}
     if len(load_dict) == 1 and len(modules) == 1 and next(iter(modules)) not in checkpoint:
         checkpoint = {next(iter(modules)): checkpoint}  # a flat state dict
@@ -142,6 +155,6 @@ def check_checkpoint_fits(load_dict: Mapping[str, Any], checkpoint: Mapping[str,
     for key, module in modules.items():
         if key not in checkpoint:
             raise CheckpointMismatchError(f"{path} has no {key!r} entry, so it was not written by this bundle's "
-                                          f"training: {_WAYS_OUT}.")
+                                          f"training: {ways_out}.")
         written_by = f"a {record['method']} run ({record.get('network', '')})" if record.get("method") else None
-        check_state_dict_fits(module, checkpoint[key], path, written_by=written_by)
+        check_state_dict_fits(module, checkpoint[key], path, written_by=written_by, ways_out=ways_out)

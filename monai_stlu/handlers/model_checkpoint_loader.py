@@ -10,7 +10,7 @@ import torch
 from monai.handlers import CheckpointLoader
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_stlu.handlers.checkpoint_fit import check_checkpoint_fits
+from monai_stlu.handlers.checkpoint_fit import MODEL_WAYS_OUT, check_checkpoint_fits
 
 Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
@@ -39,6 +39,7 @@ class ModelCheckpointLoader(CheckpointLoader):
 
         Raises:
             FileNotFoundError: when ``load_path`` does not exist.
+            ValueError: when it cannot be read (truncated, not a weights file).
             monai_stlu.handlers.CheckpointMismatchError: when it does not fit ``load_dict``.
         """
         if not os.path.isfile(self.load_path):
@@ -47,9 +48,16 @@ class ModelCheckpointLoader(CheckpointLoader):
                 "validation, or at its end with --num_val 0), or point --ckpt_dir (or --output_subdir, e.g. the "
                 "method's folder under models/) at the run that made it."
             )
-        checkpoint = torch.load(self.load_path, map_location="cpu", weights_only=True)
+        try:
+            checkpoint = torch.load(self.load_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated, not a torch file, or pickled code that weights_only refuses
+            reason = (str(e).splitlines() or [type(e).__name__])[0][:160]
+            raise ValueError(
+                f"{self.load_path}: cannot be read as a model ({reason}): the file is incomplete (a copy or a save cut "
+                "short) or not a weights file; copy it again or train again."
+            ) from e
         if self.strict:
-            check_checkpoint_fits(self.load_dict, checkpoint, self.load_path)
+            check_checkpoint_fits(self.load_dict, checkpoint, self.load_path, MODEL_WAYS_OUT)
 
     def __call__(self, engine: Engine) -> None:
         self.check()

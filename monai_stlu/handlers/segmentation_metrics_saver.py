@@ -29,7 +29,8 @@ __all__ = ["SegmentationMetricsSaver", "write_csv_atomic"]
 
 
 def write_csv_atomic(path: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Write a CSV through a temporary file in the same folder, then rename it into place."""
+    """Write a CSV through a temporary file in the same folder, then rename it into place, readable as any new file
+    of this process (the temporary file's private mode 0600 is not kept: colleagues read the metrics)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".csv")
@@ -38,6 +39,9 @@ def write_csv_atomic(path: str, header: Sequence[str], rows: Sequence[Sequence[A
             writer = csv.writer(f)
             writer.writerow(header)
             writer.writerows(rows)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

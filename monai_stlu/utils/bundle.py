@@ -8,7 +8,7 @@ import ast
 import os
 import sys
 
-__all__ = ["bundle_root"]
+__all__ = ["bundle_root", "config_files_from_argv"]
 
 
 def _root_from_config_path(path: str) -> str:
@@ -19,7 +19,8 @@ def _root_from_config_path(path: str) -> str:
     return os.path.dirname(folder) if os.path.basename(folder) == "configs" else folder
 
 
-def _config_files_from_argv(argv: list[str]) -> list[str]:
+def config_files_from_argv(argv: list[str]) -> list[str]:
+    """The config files named by the first ``--config_file`` (else ``--meta_file``) argument, a path or a list."""
     for flag in ("--config_file", "--meta_file"):
         for i, arg in enumerate(argv):
             value = None
@@ -47,5 +48,5 @@ def bundle_root() -> str:
     ``"bundle_root": "$monai_stlu.utils.bundle_root()"``; whoever passes ``bundle_root`` explicitly
     (``--bundle_root``, MONAI Label, ``ConfigWorkflow(..., bundle_root=...)``) overrides it.
     """
-    files = _config_files_from_argv(sys.argv)
+    files = config_files_from_argv(sys.argv)
     return _root_from_config_path(files[0]) if files else os.getcwd()

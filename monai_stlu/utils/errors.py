@@ -1,0 +1,172 @@
+# Copyright (c) monai_stlu contributors
+# Licensed under the Apache License, Version 2.0
+"""The last line a user sees when a command fails: the project's one sentence, not the wrapper's.
+
+``python -m monai.bundle run`` wraps every error raised while a config is evaluated (``Failed to evaluate
+ConfigExpression ...``, ``Failed to instantiate component ...``), and MONAI's ``Compose`` wraps every transform error
+(``applying transform ...``), so the sentence that names the file and the problem ends up tens of lines above the end
+of the traceback. :py:func:`install_error_hook` replaces ``sys.excepthook`` (and ``threading.excepthook``) in
+command-line runs: the full traceback is printed as before, then one blank line and the root sentence
+(:py:func:`explain`) as the last line, and the process exits with status 1 at once, so no worker thread (a
+``CacheDataset`` pool still inside h5py, a loader thread) can keep it alive or abort it at shutdown.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from types import TracebackType
+
+__all__ = ["exception_chain", "explain", "install_error_hook", "is_command_line_run", "on_fatal_error"]
+
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# our messages are sentences: shown without their type; other errors raised in our code keep it (they are bugs)
+_SENTENCE_TYPES = (ValueError, OSError, RuntimeError, KeyError, LookupError)
+_cleanups: list[Callable[[], None]] = []
+_installed = False
+
+
+def on_fatal_error(func: Callable[[], None]) -> Callable[[], None]:
+    """Register ``func`` to run when the hook ends the process (e.g. releasing a run's lock); returns ``func``."""
+    _cleanups.append(func)
+    return func
+
+
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from (``__cause__``, else an unsuppressed ``__context__``), outermost
+    first."""
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ if exc.__cause__ is not None else (None if exc.__suppress_context__ else exc.__context__)
+    return chain
+
+
+def _raised_here(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by this package's code (the innermost frame of its traceback lies in it)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(PACKAGE_DIR + os.sep)
+
+
+def _text(exc: BaseException, with_type: bool) -> str:
+    message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    message = " ".join(line.strip() for line in message.splitlines() if line.strip())  # one line, always
+    if with_type or not message:
+        return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return message
+
+
+def _config_files() -> list[str]:
+    from monai_stlu.utils.bundle import config_files_from_argv
+
+    return config_files_from_argv(sys.argv)
+
+
+def _foreign(exc: BaseException) -> str | None:
+    """A sentence for the common errors raised outside this package (full disk, broken JSON, a missing config)."""
+    text = str(exc)
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in text:
+        where = getattr(exc, "filename", None)
+        return (f"No space left on the device{f' while writing {where}' if where else ''}: free some space there or "
+                "write the run elsewhere (--bundle_root DIR, or monai_stlu train --output DIR), then run the same "
+                "command again (it resumes).")
+    if isinstance(exc, json.JSONDecodeError):
+        for path in _config_files():
+            try:
+                with open(path) as f:
+                    json.load(f)
+            except json.JSONDecodeError as e:
+                return f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})."
+            except OSError:
+                continue
+        return f"a JSON file is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})."
+    if isinstance(exc, FileNotFoundError) or "Cannot find the config file" in text:
+        missing = [p for p in _config_files() if not os.path.isfile(p)]
+        if missing:
+            return f"{missing[0]}: no such config file."
+    return None
+
+
+def explain(exc: BaseException) -> str:
+    """The one sentence that says what went wrong: the innermost error this package raised (its message names the
+    file or key and the problem), else a sentence for a known foreign error, else the innermost error's own line."""
+    chain = exception_chain(exc)
+    for e in reversed(chain):
+        if _raised_here(e):
+            return _text(e, with_type=not isinstance(e, _SENTENCE_TYPES))
+    for e in reversed(chain):
+        sentence = _foreign(e)
+        if sentence:
+            return sentence
+    return _text(chain[-1], with_type=True)
+
+
+def _finish(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None, thread: str = "") -> None:
+    try:
+        traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
+        prefix = f"(in thread {thread}) " if thread else ""
+        sys.stderr.write(f"\n{prefix}{explain(exc)}\n")
+        for cleanup in list(_cleanups):
+            try:
+                cleanup()
+            except Exception:  # noqa: S110 - nothing may stop the exit
+                pass
+        for handler in logging.getLogger().handlers:
+            try:
+                handler.flush()
+            except Exception:  # noqa: S110
+                pass
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(1)
+
+
+def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(exc_type, KeyboardInterrupt) or os.environ.get("MONAI_STLU_ERROR_HOOK") == "0":
+        sys.__excepthook__(exc_type, exc, tb)
+        return
+    _finish(exc_type, exc, tb)
+
+
+def _thread_hook(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    _finish(args.exc_type, args.exc_value, args.exc_traceback, thread=getattr(args.thread, "name", ""))
+
+
+def is_command_line_run(argv: list[str] | None = None) -> bool:
+    """Whether this process is a command a user typed: ``python -m monai.bundle ...`` (also under ``torchrun``),
+    ``python -m monai_stlu ...`` or the ``monai_stlu`` console script."""
+    argv = sys.argv if argv is None else argv
+    if not argv:
+        return False
+    script = os.path.abspath(argv[0]).replace(os.sep, "/")
+    return (
+        script.endswith(("/monai/bundle/__main__.py", "/monai_stlu/__main__.py"))
+        or os.path.basename(script) == "monai_stlu"
+    )
+
+
+def install_error_hook(force: bool = False) -> bool:
+    """Install the hooks (once) when this process is a command-line run (:py:func:`is_command_line_run`) or
+    ``force``; ``MONAI_STLU_ERROR_HOOK=0`` keeps Python's own behaviour. Returns whether they are installed."""
+    global _installed
+    if _installed:
+        return True
+    if os.environ.get("MONAI_STLU_ERROR_HOOK") == "0" or not (force or is_command_line_run()):
+        return False
+    sys.excepthook = _excepthook
+    threading.excepthook = _thread_hook
+    _installed = True
+    return True

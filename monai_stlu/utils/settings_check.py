@@ -1,0 +1,145 @@
+# Copyright (c) monai_stlu contributors
+# Licensed under the Apache License, Version 2.0
+"""Checks of a bundle run's settings before any work starts: keys the bundle does not know, intervals, strides."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from monai_stlu.utils.bundle import config_files_from_argv
+
+__all__ = ["unknown_override_keys", "check_command_line_keys", "check_settings"]
+
+# monai.bundle run's own arguments, never config keys
+RUN_ARGUMENTS = {"run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file"}
+
+
+def _load(path: str) -> Any:
+    if path.endswith((".yaml", ".yml")):
+        import yaml  # MONAI reads YAML configs with it
+
+        with open(path) as f:
+            return yaml.safe_load(f)
+    with open(path) as f:
+        return json.load(f)
+
+
+def _ids(config: Any, prefix: str = "") -> set[str]:
+    """Every id of a config (``a``, ``a#b``, ``a#0#c``), as MONAI addresses them."""
+    out = set()
+    items = config.items() if isinstance(config, Mapping) else enumerate(config) if isinstance(config, list) else []
+    for key, value in items:
+        name = f"{prefix}#{key}" if prefix else str(key)
+        out.add(name)
+        out |= _ids(value, name)
+    return out
+
+
+def _override_keys(argv: Sequence[str]) -> list[str]:
+    keys = []
+    for arg in argv:
+        if arg.startswith("--") and len(arg) > 2:
+            keys.append(arg[2:].split("=", 1)[0])
+    return [k for k in keys if k not in RUN_ARGUMENTS]
+
+
+def _known(key: str, ids: set[str], configs: list[Any]) -> bool:
+    if key in ids:
+        return True
+    # a new argument of a component (a dict with "_target_") is a constructor argument, welcome
+    parent = key.rsplit("#", 1)[0] if "#" in key else None
+    if parent is None or parent not in ids:
+        return False
+    for config in configs:
+        node = config
+        try:
+            for part in parent.split("#"):
+                node = node[int(part)] if isinstance(node, list) else node[part]
+        except (KeyError, IndexError, ValueError, TypeError):
+            continue
+        if isinstance(node, Mapping) and "_target_" in node:
+            return True
+    return False
+
+
+def unknown_override_keys(argv: Sequence[str], config_files: Sequence[str]) -> list[tuple[str, str | None]]:
+    """The ``--key`` overrides of a ``monai.bundle run`` command line that no config file defines, each with the
+    nearest known key (or None). A new argument of a component (``--validate#inferer#mode gaussian``) is known."""
+    configs = [_load(f) for f in config_files if os.path.isfile(f)]
+    ids: set[str] = set()
+    for config in configs:
+        ids |= _ids(config)
+    unknown = []
+    for key in _override_keys(argv):
+        if not _known(key, ids, configs):
+            near = difflib.get_close_matches(key, sorted(ids), n=1, cutoff=0.6)
+            unknown.append((key, near[0] if near else None))
+    return unknown
+
+
+def check_command_line_keys(argv: Sequence[str] | None = None) -> None:
+    """Refuse a ``python -m monai.bundle run`` command line that sets a key none of its config files defines (a
+    misspelled ``--max_iteration 5`` would otherwise be ignored and the run would train 15,000 iterations).
+
+    A key of your own goes into an override file added to ``--config_file`` (keys defined in any of the files are
+    known). Nothing is checked outside a ``monai.bundle run`` command line (MONAI Label, the Python API).
+
+    Raises:
+        ValueError: naming the key, the nearest known key and how to add a key of one's own.
+    """
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or argv[1] != "run" or not argv[0].replace(os.sep, "/").endswith("monai/bundle/__main__.py"):
+        return
+    files = config_files_from_argv(argv)
+    if not files:
+        return
+    unknown = unknown_override_keys(argv[1:], files)
+    if unknown:
+        key, near = unknown[0]
+        hint = f" (did you mean --{near}?)" if near else ""
+        raise ValueError(
+            f"--{key} is not a key of the bundle's configs{hint}: nothing would read it. To add a key of your own, "
+            "put it in a JSON file and add that file to --config_file."
+        )
+
+
+def check_settings(
+    patch_size: Sequence[int],
+    strides: Mapping[str, Sequence[int] | None] | None = None,
+    val_interval: int | None = None,
+    sw_batch_size: int | None = None,
+) -> None:
+    """Check settings that would otherwise fail (or silently misbehave) after minutes of loading.
+
+    Args:
+        patch_size: the training crop and sliding-window size.
+        strides: sliding-window strides by their key name (``{"val_stride": [...], "eval_stride": [...]}``): each
+            must have one positive size per axis of ``patch_size``, none larger than the window (windows further
+            apart than their size leave voxels unseen).
+        val_interval: iterations between validations (>= 1).
+        sw_batch_size: windows per forward pass (>= 1).
+
+    Raises:
+        ValueError: one sentence naming the key, its value and the rule.
+    """
+    patch = [int(p) for p in patch_size]
+    for name, stride in (strides or {}).items():
+        if stride is None:
+            continue
+        stride = [int(s) for s in stride]
+        if len(stride) != len(patch):
+            raise ValueError(f"{name} {stride} needs one value per axis of patch_size {patch}.")
+        if any(s < 1 for s in stride) or any(s > p for s, p in zip(stride, patch)):
+            raise ValueError(
+                f"{name} {stride} does not suit patch_size {patch}: every stride must be between 1 and the window "
+                "size on its axis (larger strides leave voxels that no window sees)."
+            )
+    if val_interval is not None and int(val_interval) < 1:
+        raise ValueError(f"val_interval must be >= 1 (iterations between validations), got {val_interval}.")
+    if sw_batch_size is not None and int(sw_batch_size) < 1:
+        raise ValueError(f"sw_batch_size must be >= 1, got {sw_batch_size}.")

@@ -1,0 +1,286 @@
+"""Nothing lost, nothing hangs, and the last line says what is wrong (issue: killed saves, bad cases found while
+caching, two runs in one folder, buried messages). Every case runs the user's own command in a subprocess and checks
+the exit status, the last line of the output and what is on disk afterwards. The table of these cases is in
+bundles/stlu_la/docs/README.md ("When something is wrong")."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from bundle_utils import KILLING_SAVE, config_list, run_bundle
+from conftest import REPO_ROOT
+from monai_stlu.data import write_synthetic_la
+from monai_stlu.utils import RunLock, RunLockedError, explain
+
+QUICK = config_list("stlu_la", "train.json", "quick.json")
+
+
+def last_line(proc: subprocess.CompletedProcess) -> str:
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def last_stderr_line(proc: subprocess.CompletedProcess) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    return write_synthetic_la(str(tmp_path_factory.mktemp("la") / "la"), num_train=8, num_test=2, shape=(48, 48, 32))
+
+
+def case_file(root, case_id):
+    return os.path.join(root, "2018LA_Seg_Training Set", case_id, "mri_norm2.h5")
+
+
+def train_args(synth, root, *extra):
+    return ("run", "training", "--config_file", QUICK, "--dataset_dir", str(synth), "--bundle_root", str(root),
+            "--num_val", "1", "--num_labeled", "2", "--progress", "false", *extra)
+
+
+def test_explain_finds_the_project_sentence_under_wrappers():
+    from monai_stlu.data import ValidateSegmentationd
+
+    try:
+        try:
+            try:
+                ValidateSegmentationd()({"image": torch.full((1, 4, 4, 4), 3.0)})
+            except ValueError as e:
+                raise RuntimeError("applying transform <monai.transforms.compose.Compose object at 0x7f>") from e
+        except RuntimeError as e:
+            raise RuntimeError("Failed to instantiate component 'monai.data.dataset.CacheDataset'") from e
+    except RuntimeError as outer:
+        assert explain(outer) == "image: the image is blank (every voxel is 3): a failed export or conversion?"
+    # a foreign error keeps its type; a full disk is said in words
+    assert explain(KeyError("x")) == "KeyError: x"
+    assert explain(OSError(28, "No space left on device", "/d/model.pt")).startswith(
+        "No space left on the device while writing /d/model.pt")
+
+
+def test_run_lock_names_the_holder_and_takes_over_a_dead_one(tmp_path, caplog):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = RunLock(str(tmp_path / "models"))
+        with open(_mk(lock.path), "x") as f:
+            json.dump({"pid": sleeper.pid, "host": socket.gethostname(), "started": "2026-01-01 00:00:00",
+                       "command": "python -m monai.bundle run training"}, f)
+        with pytest.raises(RunLockedError, match=rf"models is in use by another run \(PID {sleeper.pid} on .*delete"):
+            lock.acquire()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    lock.acquire()  # the holder is gone: taken over
+    assert "taking over the lock of a run that is gone" in caplog.text
+    assert json.load(open(lock.path))["pid"] == os.getpid()
+    assert RunLock(str(tmp_path / "models")).acquire().held  # the same process may take it again
+    lock.release()
+    assert not os.path.exists(lock.path)
+
+
+def _mk(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return path
+
+
+@pytest.mark.slow
+def test_a_second_run_into_a_locked_folder_refuses_and_a_stale_lock_is_taken_over(synth, tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    lock = _mk(str(tmp_path / "models" / ".run.lock"))
+    with open(lock, "w") as f:
+        json.dump({"pid": sleeper.pid, "host": socket.gethostname(), "started": "now", "command": "another run"}, f)
+    try:
+        proc = run_bundle(*train_args(synth, tmp_path, "--max_iterations", "2", "--val_interval", "2"), check=False)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert proc.returncode == 1
+    assert last_line(proc).startswith(f"{tmp_path / 'models'} is in use by another run (PID {sleeper.pid}"), last_line(proc)
+    assert sorted(os.listdir(tmp_path / "models")) == [".run.lock"]  # nothing cached, trained or written
+    # the holder is gone now: the same command takes the lock over, trains, and gives it back. The test list names a
+    # missing case, which training does not read
+    with open(os.path.join(synth, "test.list"), "a") as f:
+        f.write("MISSING0001\n")
+    try:
+        proc = run_bundle(*train_args(synth, tmp_path, "--max_iterations", "2", "--val_interval", "2"), check=False)
+    finally:
+        lines = open(os.path.join(synth, "test.list")).read().splitlines()
+        open(os.path.join(synth, "test.list"), "w").write("\n".join(lines[:-1]) + "\n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "taking over the lock of a run that is gone" in proc.stdout + proc.stderr
+    assert (tmp_path / "models" / "model.pt").is_file() and not (tmp_path / "models" / ".run.lock").exists()
+
+
+KILL_WRAPPER = KILLING_SAVE + textwrap.dedent(
+    """
+    # runs `python -m monai.bundle ...` with every validation counted as a new best (so model.pt is written at each
+    # one) and a SIGKILL in the middle of the n-th write of model.pt
+    import runpy, sys
+    from ignite.handlers import Checkpoint
+
+    Checkpoint._compare_fn = lambda self, new: True
+    patch_torch_save(int(os.environ["KILL_AT_MODEL_WRITE"]), lambda path: path.endswith(".model.pt.partial"))
+    sys.argv = [os.path.join(os.path.dirname(__import__("monai.bundle").bundle.__file__), "__main__.py")] + sys.argv[1:]
+    runpy.run_module("monai.bundle", run_name="__main__")
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_kill_while_the_best_model_is_saved_keeps_model_pt_and_the_run_resumes(synth, tmp_path):
+    wrapper = tmp_path / "kill_in_save.py"
+    wrapper.write_text(KILL_WRAPPER)
+    args = train_args(synth, tmp_path, "--max_iterations", "6", "--val_interval", "2")
+    env = dict(os.environ, KILL_AT_MODEL_WRITE="2", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, str(wrapper), *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == -9, proc.stderr[-3000:]  # killed inside the second write of model.pt
+    models = tmp_path / "models"
+    assert ".model.pt.partial" in os.listdir(models)
+    first_best = torch.load(models / "model.pt", weights_only=True)  # the first best model is still there, whole
+    assert "backbone.head.weight" in first_best
+    # the same command again resumes (the restored best-model record names model.pt) and finishes
+    proc = run_bundle(*args, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from" in proc.stdout + proc.stderr and ".model.pt.partial" not in os.listdir(models)
+    assert torch.load(models / "model.pt", weights_only=True).keys() == first_best.keys()
+
+
+@pytest.mark.slow
+def test_a_bad_case_found_while_caching_exits_promptly(synth, tmp_path):
+    bad = tmp_path / "la"
+    write_synthetic_la(str(bad), num_train=8, num_test=2, shape=(48, 48, 32))
+    with h5py.File(case_file(bad, "SYNTH0001"), "r+") as f:  # a labeled case
+        label = f["label"][...]
+        label[0, 0, 0] = 255
+        f["label"][...] = label
+    start = time.time()
+    proc = run_bundle(*train_args(bad, tmp_path / "b", "--num_workers", "2"), check=False, timeout=120)
+    assert proc.returncode == 1 and time.time() - start < 60
+    assert last_line(proc) == f"{case_file(bad, 'SYNTH0001')}: label values [255] are outside the classes 0..1."
+    assert not list((tmp_path / "b" / "models").glob("*.pt")) and not (tmp_path / "b" / "models" / ".run.lock").exists()
+
+
+@pytest.mark.slow
+def test_bad_settings_and_splits_end_with_one_sentence(synth, tmp_path):
+    """Each refused before any case is cached; each ends with the project's sentence and status 1."""
+    overlap = tmp_path / "overlap"
+    write_synthetic_la(str(overlap), num_train=8, num_test=2, shape=(48, 48, 32))
+    with open(overlap / "test.list", "a") as f:
+        f.write("SYNTH0005\n")
+    cases = [
+        (train_args(synth, tmp_path / "1", "--max_iteration", "5"),
+         "--max_iteration is not a key of the bundle's configs (did you mean --max_iterations?)"),
+        (train_args(synth, tmp_path / "2", "--val_interval", "0"), "val_interval must be >= 1"),
+        (train_args(synth, tmp_path / "3", "--val_stride", "[48,48,64]"),
+         "val_stride [48, 48, 64] does not suit patch_size [64, 64, 48]"),
+        (train_args(synth, tmp_path / "4", "--num_labeled", "7"),
+         f"{os.path.join(synth, 'train.list')}: no unlabeled case is left"),
+        (train_args(overlap, tmp_path / "5"),
+         f"{overlap / 'test.list'}: 1 test case(s) are also unlabeled cases (SYNTH0005)"),
+    ]
+    procs = [subprocess.Popen([sys.executable, "-m", "monai.bundle", *args], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+             for args, _ in cases]
+    for proc, (_, expected) in zip(procs, cases):
+        out, err = proc.communicate(timeout=300)
+        done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+        assert proc.returncode == 1 and last_line(done).startswith(expected), last_line(done)
+    assert not list(tmp_path.glob("*/models/*")) and not list(tmp_path.glob("*/models/.run.lock"))
+
+
+@pytest.mark.slow
+def test_inference_refuses_nan_and_a_truncated_model_with_one_sentence(tmp_path):
+    from monai_stlu.networks import STLUNet
+
+    root = tmp_path / "bundle"
+    (root / "models").mkdir(parents=True)
+    torch.save(STLUNet(n_filters=8).eval().state_dict(), root / "models" / "model.pt")
+    scans = tmp_path / "in"
+    scans.mkdir()
+    image = np.random.RandomState(0).rand(32, 32, 32).astype(np.float32)
+    image[3, 3, 3] = np.nan
+    nib.save(nib.Nifti1Image(image, np.eye(4)), str(scans / "nan.nii.gz"))
+    args = ["run", "--config_file", str(REPO_ROOT / "bundles/stlu_la/configs/inference.json"), "--bundle_root", str(root),
+            "--n_filters", "8", "--patch_size", "[32,32,32]", "--eval_stride", "[16,16,16]", "--progress", "false",
+            "--dataset_dir", str(scans)]
+    proc = run_bundle(*args, check=False)
+    assert proc.returncode == 1 and last_line(proc) == f"{scans / 'nan.nii.gz'}: the image has 1 NaN/Inf voxels."
+    assert not (root / "eval").exists() or not list((root / "eval").rglob("*.nii.gz"))
+    data = (root / "models" / "model.pt").read_bytes()
+    (root / "models" / "model.pt").write_bytes(data[: len(data) // 2])
+    proc = run_bundle(*args, check=False)
+    assert proc.returncode == 1
+    assert last_line(proc).startswith(f"{root / 'models' / 'model.pt'}: cannot be read as a model ("), last_line(proc)
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path):
+    from monai_stlu.handlers import AtomicCheckpointSaver
+
+    net = torch.nn.Linear(4, 4)
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_final=True, final_filename="model.pt")
+    handler = saver._final_checkpoint.save_handler
+    handler({"model": net.state_dict()}, "model.pt")
+    before = (tmp_path / "model.pt").read_bytes()
+
+    def full_disk(obj, path, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"PK")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file data/0: "
+                           "file write failed")
+
+    with pytest.raises(OSError, match=rf"{tmp_path / 'model.pt'} could not be written: no space left on the device"):
+        handler._save_func({"model": net.state_dict()}, tmp_path / "model.pt", full_disk)
+    assert (tmp_path / "model.pt").read_bytes() == before and sorted(os.listdir(tmp_path)) == ["model.pt"]
+
+
+def test_a_resumed_periodic_saver_keeps_rotating_n_saved(tmp_path):
+    from ignite.engine import Engine
+
+    from monai_stlu.handlers import AtomicCheckpointSaver, ResumeCheckpointLoader
+
+    net = torch.nn.Linear(4, 4)
+
+    def run(max_epochs):
+        engine = Engine(lambda e, b: None)
+        ResumeCheckpointLoader(str(tmp_path), {"network": net, "trainer": engine}).attach(engine)
+        AtomicCheckpointSaver(str(tmp_path), {"network": net, "trainer": engine}, save_interval=1, n_saved=2).attach(engine)
+        engine.run(range(2), max_epochs=max_epochs)
+
+    run(3)
+    run(6)  # resumes at epoch 3
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint_epoch=5.pt", "checkpoint_epoch=6.pt"]
+
+
+def test_convert_nifti_and_check_refuse_4d_and_blank_images(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    nib.save(nib.Nifti1Image(np.random.rand(16, 16, 16, 3).astype(np.float32), np.eye(4)), str(images / "cine.nii.gz"))
+    proc = subprocess.run([sys.executable, "-m", "monai_stlu", "convert", "nifti", str(images), "None",
+                           str(tmp_path / "datalist.json")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert last_line(proc).startswith(f"{images / 'cine.nii.gz'}: a 4-D image (shape [16, 16, 16, 3])")
+    assert not (tmp_path / "datalist.json").exists()
+    # check reads every case, lists each problem, and ends with one sentence
+    data = write_synthetic_la(str(tmp_path / "la"), num_train=6, num_test=2, shape=(24, 24, 16))
+    for case_id in ("SYNTH0001", "SYNTH0003"):
+        with h5py.File(case_file(data, case_id), "r+") as f:
+            f["image"][...] = 0.0
+    proc = subprocess.run([sys.executable, "-m", "monai_stlu", "check", data, "--num_labeled", "2", "--num_val", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert f"labeled SYNTH0001: {case_file(data, 'SYNTH0001')}: the image is blank (every voxel is 0)" in proc.stdout
+    assert "unlabeled SYNTH0003:" in proc.stdout
+    assert last_stderr_line(proc).startswith("2 of 8 cases have a problem (listed above); the first: ")
