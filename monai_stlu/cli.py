@@ -122,12 +122,25 @@ def _bundle_configs(bundle: str) -> str:
     return os.path.abspath(configs)
 
 
-def _config_files(configs: str, names: Sequence[str], method: str) -> str:
+def _config_files(configs: str, names: Sequence[str], method: str, extra: Sequence[str] = ()) -> str:
+    """The ``--config_file`` list: the bundle's files, the method's override, then the user's own override files,
+    each checked here (MONAI reads them before monai_stlu is imported, so it could not name a broken one)."""
+    import json
+
     method_file = os.path.join(configs, "methods", f"{method}.json")
     if not os.path.isfile(method_file):
         known = sorted(os.path.basename(f)[:-5] for f in glob.glob(os.path.join(configs, "methods", "*.json")))
         raise ValueError(f"method {method!r} is not one of {known}.")
-    files = [os.path.join(configs, n) for n in names] + [method_file]
+    files = [os.path.join(configs, n) for n in names] + [method_file] + [os.path.abspath(str(f)) for f in extra]
+    for path in files:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such config file.")
+        if path.endswith(".json"):
+            try:
+                with open(path) as f:
+                    json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}).") from e
     return "[" + ",".join(repr(f) for f in files) + "]"
 
 
@@ -136,9 +149,23 @@ def _override_args(overrides: dict[str, Any]) -> list[str]:
     return [a for key, value in overrides.items() for a in (f"--{key}", value if isinstance(value, str) else repr(value))]
 
 
-def _run(cmd: list[str], dry_run: bool) -> int:
+def _run(cmd: list[str], dry_run: bool, repeat_error: bool = False) -> int:
+    """Print and run ``cmd``; its exit status. With ``repeat_error``, the project's sentence of a failed child (from
+    its error hook) is printed again as the last line (``torchrun`` ends with its own summary)."""
+    import tempfile
+
     print(shlex.join(cmd), flush=True)
-    return 0 if dry_run else subprocess.call(cmd)
+    if dry_run:
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        error_file = os.path.join(tmp, "errors.txt")
+        rc = subprocess.call(cmd, env=dict(os.environ, MONAI_STLU_ERROR_FILE=error_file))
+        if rc and repeat_error and os.path.isfile(error_file):
+            with open(error_file) as f:
+                sentences = [line.strip() for line in f if line.strip()]
+            if sentences:
+                print(sentences[0], file=sys.stderr, flush=True)
+    return rc
 
 
 def train(
@@ -149,6 +176,8 @@ def train(
     output: str | None = None,
     quick: bool = False,
     dry_run: bool = False,
+    config: str | Sequence[str] | None = None,
+    nproc_per_node: int = 1,
     **overrides: Any,
 ) -> int:
     """Train one method of a bundle: builds the ``python -m monai.bundle run training`` call, prints it, runs it
@@ -162,6 +191,9 @@ def train(
         output: folder for ``models/`` and ``eval/`` (default: inside the bundle), one sub-folder per method.
         quick: add the bundle's ``quick.json`` (a few iterations, small crops).
         dry_run: print the command only.
+        config: your own override file(s), added last to ``--config_file`` (keys of your own go there).
+        nproc_per_node: processes (GPUs) on this machine; more than 1 runs ``torchrun`` with the bundle's
+            ``multi_gpu_train.json``, and a failure still ends with the project's sentence.
         overrides: any other config key, e.g. ``--max_iterations 2000`` (passed on as ``--key value``).
 
     Returns:
@@ -172,7 +204,13 @@ def train(
         return 0
     configs = _bundle_configs(bundle)
     names = ["train.json"] + (["quick.json"] if quick else [])
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", _config_files(configs, names, method)]
+    extra = [config] if isinstance(config, str) else list(config or [])
+    launcher = [sys.executable, "-m", "monai.bundle"]
+    if int(nproc_per_node) > 1:  # multi_gpu_train.json comes after the method's file, which it builds on
+        extra = [os.path.join(configs, "multi_gpu_train.json")] + extra
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(int(nproc_per_node)), "-m",
+                    "monai.bundle"]
+    cmd = launcher + ["run", "training", "--config_file", _config_files(configs, names, method, extra)]
     if dataset_dir is not None:
         cmd += ["--dataset_dir", os.path.abspath(str(dataset_dir))]
     if num_labeled is not None:
@@ -181,7 +219,7 @@ def train(
         out = os.path.abspath(str(output))
         cmd += ["--ckpt_dir", f"$os.path.join({out!r}, 'models', @output_subdir)",
                 "--output_dir", f"$os.path.join({out!r}, 'eval', @output_subdir)"]
-    rc = _run(cmd + _override_args(overrides), dry_run)
+    rc = _run(cmd + _override_args(overrides), dry_run, repeat_error=int(nproc_per_node) > 1)
     if rc == 0 and not dry_run:
         if "ckpt_dir" in overrides:
             ckpt_dir = str(overrides["ckpt_dir"])

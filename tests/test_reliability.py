@@ -284,3 +284,21 @@ def test_convert_nifti_and_check_refuse_4d_and_blank_images(tmp_path):
     assert f"labeled SYNTH0001: {case_file(data, 'SYNTH0001')}: the image is blank (every voxel is 0)" in proc.stdout
     assert "unlabeled SYNTH0003:" in proc.stdout
     assert last_stderr_line(proc).startswith("2 of 8 cases have a problem (listed above); the first: ")
+
+
+@pytest.mark.slow
+def test_under_torchrun_and_with_a_broken_override_file_the_sentence_is_last(synth, tmp_path):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, "-m", "monai_stlu", "train", "--quick", "--nproc_per_node", "2",
+                           "--dataset_dir", synth, "--output", str(tmp_path), "--num_val", "1", "--num_labeled", "2",
+                           "--progress", "false", "--max_iteration", "3"], capture_output=True, text=True, timeout=300,
+                          env=env, cwd=tmp_path)
+    sentence = "--max_iteration is not a key of the bundle's configs (did you mean --max_iterations?)"
+    assert proc.returncode == 1 and last_line(proc).startswith(sentence), proc.stderr[-3000:]
+    assert f"traceback : {sentence}" in proc.stderr  # torchrun's own failure summary shows it too
+    broken = tmp_path / "mine.json"
+    broken.write_text('{"max_iterations": 3,}')
+    proc = subprocess.run([sys.executable, "-m", "monai_stlu", "train", "--quick", "--config", str(broken),
+                           "--dataset_dir", synth], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 1 and last_line(proc) == (
+        f"{broken}: not valid JSON (line 1, column 22: Expecting property name enclosed in double quotes).")

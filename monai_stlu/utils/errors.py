@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from types import TracebackType
@@ -115,7 +116,9 @@ def _finish(exc_type: type[BaseException], exc: BaseException, tb: TracebackType
     try:
         traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
         prefix = f"(in thread {thread}) " if thread else ""
-        sys.stderr.write(f"\n{prefix}{explain(exc)}\n")
+        sentence = explain(exc)
+        sys.stderr.write(f"\n{prefix}{sentence}\n")
+        _report(sentence)
         for cleanup in list(_cleanups):
             try:
                 cleanup()
@@ -130,6 +133,19 @@ def _finish(exc_type: type[BaseException], exc: BaseException, tb: TracebackType
         sys.stderr.flush()
     finally:
         os._exit(1)
+
+
+def _report(sentence: str) -> None:
+    """Hand the sentence to whoever started this process: ``torchrun`` (its error file, whose message its failure
+    summary shows as the rank's ``traceback``) and ``monai_stlu train`` (``MONAI_STLU_ERROR_FILE``, printed last)."""
+    elastic = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if elastic and not os.path.exists(elastic):
+        with open(elastic, "w") as f:
+            json.dump({"message": {"message": sentence, "extraInfo": {"timestamp": str(int(time.time()))}}}, f)
+    ours = os.environ.get("MONAI_STLU_ERROR_FILE")
+    if ours:
+        with open(ours, "a") as f:
+            f.write(sentence + "\n")
 
 
 def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
