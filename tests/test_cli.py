@@ -54,11 +54,14 @@ def test_train_predict_evaluate(tmp_path):
     inputs = tmp_path / "inputs"
     for case in cases:  # the test cases' h5 files, in their layout folders
         shutil.copytree(Path(data) / "2018LA_Seg_Training Set" / case, inputs / case)
-    cli("predict", "-i", inputs, "-o", tmp_path / "pred", "--method", "supervised", "--model", model, *SMALL)
+    predicted = cli("predict", "-i", inputs, "-o", tmp_path / "pred", "--method", "supervised", "--model", model, *SMALL)
     preds = sorted((tmp_path / "pred").rglob("*_seg.nii.gz"))
     assert len(preds) == len(cases)
+    assert predicted.stdout.splitlines()[-1] == f"segmentations: {len(cases)} in {tmp_path / 'pred'}"
     scored = cli("evaluate", "-p", tmp_path / "pred", "-l", data, "-o", tmp_path / "scores").stdout
     assert "class 1 dice:" in scored
+    assert scored.splitlines()[-1] == (f"metrics: {tmp_path / 'scores' / 'metrics.csv'} and "
+                                       f"{tmp_path / 'scores' / 'metrics_summary.csv'} ({len(cases)} cases)")
     with open(tmp_path / "scores" / "metrics.csv") as f:
         rows = {r["case"]: float(r["dice"]) for r in csv.DictReader(f)}
     assert sorted(rows) == sorted(cases)

@@ -171,6 +171,12 @@ def test_a_bad_case_found_while_caching_exits_promptly(synth, tmp_path):
     assert proc.returncode == 1 and time.time() - start < 60
     assert last_line(proc) == f"{case_file(bad, 'SYNTH0001')}: label values [255] are outside the classes 0..1."
     assert not list((tmp_path / "b" / "models").glob("*.pt")) and not (tmp_path / "b" / "models" / ".run.lock").exists()
+    # not cached: found in the training loader's thread, which would otherwise die and leave the trainer waiting
+    start = time.time()
+    proc = run_bundle(*train_args(bad, tmp_path / "c", "--cache_rate", "0.0"), check=False, timeout=120)
+    assert proc.returncode == 1 and time.time() - start < 60
+    assert last_line(proc).startswith("(in thread ") and last_line(proc).endswith(
+        f") {case_file(bad, 'SYNTH0001')}: label values [255] are outside the classes 0..1.")
 
 
 @pytest.mark.slow
@@ -221,9 +227,28 @@ def test_inference_refuses_nan_and_a_truncated_model_with_one_sentence(tmp_path)
     assert not (root / "eval").exists() or not list((root / "eval").rglob("*.nii.gz"))
     data = (root / "models" / "model.pt").read_bytes()
     (root / "models" / "model.pt").write_bytes(data[: len(data) // 2])
-    proc = run_bundle(*args, check=False)
+    (scans / "nan.nii.gz").unlink()
+    nib.save(nib.Nifti1Image(np.nan_to_num(image), np.eye(4)), str(scans / "ok.nii.gz"))
+    # through the command line: its exit status is the failed child's, and nothing is printed after the sentence
+    proc = subprocess.run([sys.executable, "-m", "monai_stlu", "predict", "-i", str(scans), "-o", str(tmp_path / "out"),
+                           "--model", str(root / "models" / "model.pt"), "--n_filters", "8", "--patch_size", "[32,32,32]",
+                           "--eval_stride", "[16,16,16]", "--progress", "false"], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, PYTHONWARNINGS="ignore"))
     assert proc.returncode == 1
     assert last_line(proc).startswith(f"{root / 'models' / 'model.pt'}: cannot be read as a model ("), last_line(proc)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.nii.gz"))
+
+
+def test_metrics_csv_is_readable_by_others(tmp_path):
+    from monai_stlu.handlers import write_csv_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_csv_atomic(str(tmp_path / "metrics.csv"), ["case", "dice"], [["a", 0.5]])
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "metrics.csv").st_mode & 0o777 == 0o644
+    assert (tmp_path / "metrics.csv").read_text().splitlines() == ["case,dice", "a,0.5"]
 
 
 def test_a_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path):
