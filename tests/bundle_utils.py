@@ -14,6 +14,15 @@ def config_list(bundle: str, *names: str) -> str:
     return "[" + ",".join(f"'{f}'" for f in files) + "]"
 
 
+# keys that only one method's override file defines (a key no config file defines is refused), set small for tests
+METHOD_TEST_KEYS = {"bcp": ["--bcp_pretrain_iterations", "2"], "ua_mt": ["--uncertainty_passes", "2"]}
+
+
+def method_args(method: str) -> list[str]:
+    """The command-line overrides of ``method``'s own keys for a quick test run (none for most methods)."""
+    return list(METHOD_TEST_KEYS.get(method, []))
+
+
 def run_bundle(*args: str, cwd=REPO_ROOT, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     env.pop("STLU_LA_DATA", None)

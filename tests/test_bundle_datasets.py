@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from bundle_utils import config_list, run_bundle
+from bundle_utils import config_list, method_args, run_bundle
 from conftest import REPO_ROOT
 from monai_stlu.bundle import generate_bundle, generate_bundles
 from monai_stlu.data import SYNTHETIC_LAYOUTS, h5_split, write_synthetic_la
@@ -88,8 +88,7 @@ def test_method_trains_evaluates_exports(bundle, method, tmp_path):
     common = synthetic_layout(bundle, tmp_path / "data") + [
         "--bundle_root", str(tmp_path), "--num_labeled", "4" if method == "bcp" else "2",  # BCP: batches of 4 + 4
         "--num_val", "1", "--max_iterations", "2",
-        "--val_interval", "2", "--bcp_pretrain_iterations", "2", "--uncertainty_passes", "2", "--progress", "false",
-        "--n_filters", "4", "--log_interval", "1",
+        "--val_interval", "2", "--progress", "false", "--n_filters", "4", "--log_interval", "1", *method_args(method),
     ]
     files = ["train.json", "quick.json", f"methods/{method}.json"]
     proc = run_bundle("run", "training", "--config_file", config_list(bundle, *files), *common)

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from bundle_utils import config_list, run_bundle
+from bundle_utils import config_list, method_args, run_bundle
 from conftest import REPO_ROOT, shared_la_dir
 
 CONFIGS = REPO_ROOT / "bundles" / "stlu_la" / "configs"
@@ -27,7 +27,7 @@ def test_method_trains_evaluates_exports(method, tmp_path):
     common = [
         "--dataset_dir", str(la), "--train_list", "subset_train.list", "--test_list", "subset_test.list",
         "--bundle_root", str(tmp_path), "--num_val", "1", "--max_iterations", "4", "--val_interval", "2",
-        "--bcp_pretrain_iterations", "2", "--uncertainty_passes", "2", "--progress", "false",
+        "--progress", "false", *method_args(method),
     ]
     files = ["train.json", "quick.json", f"methods/{method}.json"]
     proc = run_bundle("run", "training", "--config_file", config_list("stlu_la", *files), *common, "--log_interval", "1")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from bundle_utils import config_list, run_bundle
+from bundle_utils import config_list, method_args, run_bundle
 from monai_stlu.data import write_synthetic_la
 from monai_stlu.networks import STLUNet
 from monai_stlu.networks.layers import FeatureMix
@@ -46,7 +46,7 @@ def synth(tmp_path_factory):
 def test_every_method_trains_on_the_gpu(synth, method, amp_dtype, tmp_path):
     proc = run_bundle("run", "training", "--config_file", config_list("stlu_la", "train.json", "quick.json", f"methods/{method}.json"),
                       "--dataset_dir", synth, "--bundle_root", str(tmp_path), "--num_labeled", "4" if method == "bcp" else "2",
-                      "--num_val", "1", "--max_iterations", "4", "--val_interval", "2", "--bcp_pretrain_iterations", "2",
+                      "--num_val", "1", "--max_iterations", "4", "--val_interval", "2", *method_args(method),
                       "--amp", "true", "--amp_dtype", amp_dtype, "--progress", "false", "--log_interval", "1")
     log = proc.stdout + proc.stderr
     losses = [float(x.split("loss: ")[1].split()[0]) for x in log.splitlines() if " loss: " in x]
