@@ -8,5 +8,7 @@ __version__ = "0.1.0"
 
 from . import data, engines, handlers, inferers, losses, metrics, networks, optimizers, utils
 
-# in a command a user typed (python -m monai.bundle ..., monai_stlu ...), a failure ends with the project's sentence
-utils.install_error_hook()
+# in a command a user typed (python -m monai.bundle ..., monai_stlu ...), a failure ends with the project's sentence,
+# and a command that needs a missing optional package (onnx_export, --tracking mlflow) stops before any work
+if utils.install_error_hook():
+    utils.check_optional_packages()

@@ -327,3 +327,21 @@ def test_under_torchrun_and_with_a_broken_override_file_the_sentence_is_last(syn
                            "--dataset_dir", synth], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert proc.returncode == 1 and last_line(proc) == (
         f"{broken}: not valid JSON (line 1, column 22: Expecting property name enclosed in double quotes).")
+
+
+def test_a_missing_optional_package_is_named_before_any_work(monkeypatch):
+    import importlib.util
+
+    from monai_stlu.utils import check_optional_packages
+
+    main = os.path.join("site-packages", "monai", "bundle", "__main__.py")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("onnxscript", "mlflow") else real(name, *a))
+    with pytest.raises(ModuleNotFoundError) as err:
+        check_optional_packages([main, "onnx_export", "network_def", "--filepath", "m.onnx"])
+    assert explain(err.value) == ("onnx_export needs onnxscript, which is not installed here: pip install "
+                                  "'monai_stlu[onnx]' (or pip install 'monai_stlu[all]' for every optional part).")
+    with pytest.raises(ModuleNotFoundError, match=r"--tracking mlflow needs mlflow, .*monai_stlu\[mlflow\]"):
+        check_optional_packages([main, "run", "training", "--tracking", "mlflow"])
+    check_optional_packages([main, "run", "training"])  # nothing optional asked for
+    check_optional_packages(["train.py", "onnx_export"])  # not a monai.bundle command: not checked

@@ -28,7 +28,7 @@ __all__ = ["exception_chain", "explain", "install_error_hook", "is_command_line_
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # our messages are sentences: shown without their type; other errors raised in our code keep it (they are bugs)
-_SENTENCE_TYPES = (ValueError, OSError, RuntimeError, KeyError, LookupError)
+_SENTENCE_TYPES = (ValueError, OSError, RuntimeError, KeyError, LookupError, ImportError)
 _cleanups: list[Callable[[], None]] = []
 _installed = False
 

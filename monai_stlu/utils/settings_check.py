@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import json
 import os
 import sys
@@ -13,7 +14,7 @@ from typing import Any
 
 from monai_stlu.utils.bundle import config_files_from_argv
 
-__all__ = ["unknown_override_keys", "check_command_line_keys", "check_settings"]
+__all__ = ["unknown_override_keys", "check_command_line_keys", "check_optional_packages", "check_settings"]
 
 # monai.bundle run's own arguments, never config keys
 RUN_ARGUMENTS = {"run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file"}
@@ -82,6 +83,43 @@ def unknown_override_keys(argv: Sequence[str], config_files: Sequence[str]) -> l
     return unknown
 
 
+def _is_bundle_command(argv: Sequence[str]) -> bool:
+    return len(argv) >= 2 and argv[0].replace(os.sep, "/").endswith("monai/bundle/__main__.py")
+
+
+def _argument(argv: Sequence[str], flag: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def check_optional_packages(argv: Sequence[str] | None = None) -> None:
+    """Refuse, before any start-up work, a ``monai.bundle`` command that needs an optional package that is missing:
+    ``onnx_export`` (onnx, onnxscript) and ``--tracking mlflow`` (mlflow), naming the pip command.
+
+    Raises:
+        ModuleNotFoundError: naming the command, the missing packages and ``pip install 'monai_stlu[extra]'``.
+    """
+    argv = list(sys.argv if argv is None else argv)
+    if not _is_bundle_command(argv):
+        return
+    needs = []
+    if argv[1] == "onnx_export":
+        needs += [("onnx", "onnx", "onnx_export"), ("onnxscript", "onnx", "onnx_export")]
+    if _argument(argv, "--tracking") == "mlflow":
+        needs += [("mlflow", "mlflow", "--tracking mlflow")]
+    missing = [(module, extra, what) for module, extra, what in needs if importlib.util.find_spec(module) is None]
+    if missing:
+        modules = ", ".join(m for m, _, _ in missing)
+        raise ModuleNotFoundError(
+            f"{missing[0][2]} needs {modules}, which is not installed here: pip install 'monai_stlu[{missing[0][1]}]' "
+            "(or pip install 'monai_stlu[all]' for every optional part)."
+        )
+
+
 def check_command_line_keys(argv: Sequence[str] | None = None) -> None:
     """Refuse a ``python -m monai.bundle run`` command line that sets a key none of its config files defines (a
     misspelled ``--max_iteration 5`` would otherwise be ignored and the run would train 15,000 iterations).
@@ -93,7 +131,7 @@ def check_command_line_keys(argv: Sequence[str] | None = None) -> None:
         ValueError: naming the key, the nearest known key and how to add a key of one's own.
     """
     argv = list(sys.argv if argv is None else argv)
-    if len(argv) < 2 or argv[1] != "run" or not argv[0].replace(os.sep, "/").endswith("monai/bundle/__main__.py"):
+    if not _is_bundle_command(argv) or argv[1] != "run":
         return
     files = config_files_from_argv(argv)
     if not files:
