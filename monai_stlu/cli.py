@@ -26,20 +26,32 @@ from monai_stlu.data.find_images import case_id
 __all__ = ["synth", "check", "generate_bundles", "train", "predict", "evaluate", "plot", "main"]
 
 
-def synth(out_dir: str, num_train: int = 12, num_test: int = 4, shape: Sequence[int] = (96, 96, 64), seed: int = 0) -> str:
-    """Write synthetic volumes in the LA h5 layout (``train.list``, ``test.list``, ``2018LA_Seg_Training Set/``).
+def synth(
+    out_dir: str,
+    num_train: int = 12,
+    num_test: int = 4,
+    shape: Sequence[int] = (96, 96, 64),
+    seed: int = 0,
+    bundle: str = "stlu_la",
+) -> str:
+    """Write synthetic volumes in a bundle's h5 layout (LA: ``train.list``, ``test.list``, ``2018LA_Seg_Training
+    Set/``; Pancreas-CT: ``Pancreas_h5/``; BraTS-2019: ``data/`` with ``train.txt``, ``val.txt``, ``test.txt``).
 
     Args:
         out_dir: dataset folder to create.
-        num_train: cases in ``train.list``.
-        num_test: cases in ``test.list``.
+        num_train: cases in the training list.
+        num_test: cases in the test list.
         shape: volume shape X Y Z.
         seed: random seed.
+        bundle: whose layout: ``stlu_la``, ``stlu_pancreas`` or ``stlu_brats``.
     """
-    from monai_stlu.data import write_synthetic_la
+    from monai_stlu.data import SYNTHETIC_LAYOUTS, write_synthetic_la
 
-    write_synthetic_la(out_dir, num_train=num_train, num_test=num_test, shape=tuple(shape), seed=seed)
-    print(f"wrote {num_train} training and {num_test} test cases to {out_dir}")
+    if bundle not in SYNTHETIC_LAYOUTS:
+        raise ValueError(f"bundle {bundle!r} is not one of {sorted(SYNTHETIC_LAYOUTS)}.")
+    write_synthetic_la(out_dir, num_train=num_train, num_test=num_test, shape=tuple(shape), seed=seed,
+                       **SYNTHETIC_LAYOUTS[bundle])
+    print(f"wrote {num_train} training and {num_test} test cases in the {bundle} layout to {out_dir}")
     return out_dir
 
 
