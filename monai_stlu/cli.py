@@ -311,7 +311,8 @@ def _read_volume(path: str, dataset: str = "label"):
 
 def evaluate(p: str, l: str, o: str | None = None, num_classes: int = 2, postfix: str = "_seg") -> int:  # noqa: E741
     """Score a folder of predictions against a folder of labels with the bundles' metrics (Dice, Jaccard, HD95,
-    ASD, medpy's definitions): ``metrics.csv`` (per case and class) and ``metrics_summary.csv`` in ``o``.
+    ASD, medpy's definitions): ``metrics.csv`` (per case and class), ``metrics_summary.csv`` and
+    ``per_case_dice.png`` in ``o``.
 
     Predictions are matched to labels by case name (a prediction ``<name>{postfix}.nii.gz``; a label NIfTI named
     ``<name>.nii.gz``, or an h5 case of the community layouts, whose ``label`` dataset is read). Distances are in mm
@@ -357,21 +358,27 @@ def evaluate(p: str, l: str, o: str | None = None, num_classes: int = 2, postfix
         if s["metric"] in ("dice", "hd95_mm"):
             print(f"class {s['class']} {s['metric']}: {s['mean']:.4f} +- {s['std']:.4f} (n={s['n']})")
     out = os.path.abspath(str(o or p))
+    from monai_stlu.utils.plots import per_case_dice
+
+    chart = per_case_dice(os.path.join(out, "metrics.csv"), os.path.join(out, "per_case_dice.png"))
+    print(f"chart: {chart}")
     print(f"metrics: {os.path.join(out, 'metrics.csv')} and {os.path.join(out, 'metrics_summary.csv')} ({len(preds)} cases)")
     return len(preds)
 
 
-def plot(run_dir: str, o: str | None = None) -> list[str]:
+def plot(run_dir: str, o: str | None = None, metrics: str | None = None) -> list[str]:
     """Pictures of a run, as nnU-Net's progress.png: ``progress.png`` (loss terms, gamma, learning rate, Dice
     against iterations, from the run's TensorBoard events) and, after an evaluation, ``per_case_dice.png``.
 
     Args:
-        run_dir: the run's output folder (``eval/<method>`` of the bundle, or ``<output>/eval/<method>`` of ``train``).
+        run_dir: the run's output folder (``eval/<method>`` of the bundle, or ``<output>/eval/<method>`` of
+            ``train``), or the folder ``evaluate`` wrote its metrics to.
         o: where to write them (default ``run_dir``).
+        metrics: the ``metrics.csv`` to chart (default: the one in ``run_dir``).
     """
     from monai_stlu.utils import plot_run
 
-    written = plot_run(str(run_dir), None if o is None else str(o))
+    written = plot_run(str(run_dir), None if o is None else str(o), None if metrics is None else str(metrics))
     for path in written:
         print(f"wrote {path}")
     return written

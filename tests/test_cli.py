@@ -78,7 +78,8 @@ def test_train_predict_evaluate(tmp_path):
     run_dir = tmp_path / "run" / "eval" / "sup_a"
     assert (run_dir / "progress.png").read_bytes()[:4] == b"\x89PNG"  # redrawn during training
     scalars = read_scalars(str(run_dir))
-    assert [s for s, _ in scalars["lr"]] == [1, 2] and all(v > 0 for _, v in scalars["lr"]) and "val_mean_dice" in scalars
+    assert [s for s, _ in scalars["lr"]] == [1, 2] and all(v > 0 for _, v in scalars["lr"])
+    assert [s for s, _ in scalars["val_mean_dice"]] == [2]  # at the iteration it was measured, as the losses
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     images = set()
@@ -87,10 +88,12 @@ def test_train_predict_evaluate(tmp_path):
         acc.Reload()
         images |= set(acc.Tags()["images"])
     assert len(images) >= 3, images  # the validation overlay: image, label and prediction
-    shutil.copy(tmp_path / "scores" / "metrics.csv", run_dir / "metrics.csv")
-    cli("plot", run_dir, "-o", tmp_path / "pics")
+    assert (tmp_path / "scores" / "per_case_dice.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # evaluate draws it
+    cli("plot", run_dir, "-o", tmp_path / "pics", "--metrics", tmp_path / "scores" / "metrics.csv")
     for name in ("progress.png", "per_case_dice.png"):
         assert (tmp_path / "pics" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cli("plot", tmp_path / "scores", "-o", tmp_path / "pics2")  # the folder evaluate wrote: no events, a chart
+    assert sorted(p.name for p in (tmp_path / "pics2").iterdir()) == ["per_case_dice.png"]
     missing = cli("evaluate", "-p", tmp_path / "pred", "-l", tmp_path / "inputs" / cases[0], check=False)
     assert missing.returncode != 0 and "no label for the predictions" in missing.stderr + missing.stdout
 

@@ -12,7 +12,7 @@ from collections import defaultdict
 
 from monai.utils import optional_import
 
-__all__ = ["read_scalars", "plot_run"]
+__all__ = ["read_scalars", "plot_run", "per_case_dice"]
 
 plt, has_matplotlib = optional_import("matplotlib.pyplot")
 EventAccumulator, has_tensorboard = optional_import(
@@ -46,16 +46,22 @@ def read_scalars(run_dir: str) -> dict[str, list[tuple[int, float]]]:
     return {tag: sorted(v.items()) for tag, v in scalars.items()}
 
 
-def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
-    """Write ``progress.png`` (loss terms, gamma, learning rate, validation and training Dice against iterations)
-    and, when the run folder holds a ``metrics.csv`` (an evaluation), ``per_case_dice.png``.
+def plot_run(run_dir: str, out_dir: str | None = None, metrics: str | None = None) -> list[str]:
+    """Write ``progress.png`` (loss terms, gamma, learning rate, validation and training Dice against iterations,
+    titled with the best validation Dice) when ``run_dir`` holds TensorBoard events, and ``per_case_dice.png`` (each
+    case's Dice, titled with the mean ± std and drawn with the mean) when there is a ``metrics.csv``.
 
     Args:
-        run_dir: a run's output folder (``eval/<method>``: its ``runs/`` events, its ``metrics.csv``).
+        run_dir: a run's output folder (``eval/<method>``: its ``runs/`` events and, after an evaluation, its
+            ``metrics.csv``), or the folder ``monai_stlu evaluate`` wrote its ``metrics.csv`` to.
         out_dir: where to write the pictures (default ``run_dir``).
+        metrics: the ``metrics.csv`` to chart (default ``<run_dir>/metrics.csv`` when it exists).
 
     Returns:
         the files written.
+
+    Raises:
+        FileNotFoundError: neither events nor a ``metrics.csv``.
     """
     if not has_matplotlib:
         raise RuntimeError("plots need matplotlib: pip install matplotlib")
@@ -63,9 +69,26 @@ def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
 
     matplotlib.use("Agg")
     out_dir = out_dir or run_dir
+    metrics = metrics or os.path.join(run_dir, "metrics.csv")
+    try:
+        scalars = read_scalars(run_dir)
+    except FileNotFoundError:
+        if not os.path.isfile(metrics):
+            raise FileNotFoundError(
+                f"{run_dir}: no TensorBoard event file (a training run writes them to <output_dir>/runs) and no "
+                "metrics.csv (written by an evaluation) to draw."
+            ) from None
+        scalars = {}
     os.makedirs(out_dir, exist_ok=True)
     written = []
-    scalars = read_scalars(run_dir)
+    if scalars:
+        written.append(_progress(scalars, run_dir, os.path.join(out_dir, "progress.png")))
+    if os.path.isfile(metrics):
+        written.append(per_case_dice(metrics, os.path.join(out_dir, "per_case_dice.png")))
+    return written
+
+
+def _progress(scalars: dict[str, list[tuple[int, float]]], run_dir: str, path: str) -> str:
     panels = [(title, [t for t in tags if t in scalars]) for title, tags in PANELS]
     panels = [p for p in panels if p[1]]
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.6 * len(panels)), sharex=True, squeeze=False)
@@ -76,21 +99,35 @@ def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
         ax.set_title(title)
         ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel("iteration (Dice: per validation / epoch)")
+    axes[-1, 0].set_xlabel("iteration")
+    heading = os.path.basename(os.path.normpath(run_dir))
+    if "val_mean_dice" in scalars:
+        step, best = max(scalars["val_mean_dice"], key=lambda sv: sv[1])
+        heading += f": best validation Dice {best:.4f} at iteration {step}"
+    fig.suptitle(heading)
     fig.tight_layout()
-    written.append(_save(fig, os.path.join(out_dir, "progress.png")))
-    metrics = os.path.join(run_dir, "metrics.csv")
-    if os.path.isfile(metrics):
-        with open(metrics) as f:
-            rows = [r for r in csv.DictReader(f) if r.get("class", "1") == "1"]
-        fig, ax = plt.subplots(figsize=(max(4, 0.4 * len(rows) + 2), 3.5))
-        ax.bar([r["case"] for r in rows], [float(r["dice"]) for r in rows])
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("Dice (class 1)")
-        ax.tick_params(axis="x", labelrotation=90, labelsize=7)
-        fig.tight_layout()
-        written.append(_save(fig, os.path.join(out_dir, "per_case_dice.png")))
-    return written
+    return _save(fig, path)
+
+
+def per_case_dice(metrics: str, path: str, class_index: str = "1") -> str:
+    """A bar chart of each case's Dice of one class from a ``metrics.csv``, with its mean; returns ``path``."""
+    with open(metrics) as f:
+        rows = [r for r in csv.DictReader(f) if r.get("class", class_index) == class_index]
+    if not rows:
+        raise ValueError(f"{metrics}: no row of class {class_index}.")
+    dice = [float(r["dice"]) for r in rows]
+    mean = sum(dice) / len(dice)
+    std = (sum((d - mean) ** 2 for d in dice) / len(dice)) ** 0.5
+    fig, ax = plt.subplots(figsize=(max(4, 0.4 * len(rows) + 2), 3.5))
+    ax.bar([r["case"] for r in rows], dice)
+    ax.axhline(mean, color="tab:red", linestyle="--", label=f"mean {mean:.4f}")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(f"Dice (class {class_index})")
+    ax.set_title(f"per-case Dice: {mean:.4f} ± {std:.4f} (n={len(rows)})")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def _save(fig, path: str) -> str:
