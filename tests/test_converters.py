@@ -4,13 +4,16 @@ with nibabel); outputs checked against the published preprocessing written out i
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import itk
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 
 from monai_stlu.data import convert_brats, convert_la, h5_split, json_split, la_crop_box, nifti_datalist
@@ -66,13 +69,14 @@ def test_brats_from_nifti_matches_the_published_preprocessing(tmp_path):
     assert convert_brats(str(tmp_path / "MICCAI_BraTS_2019_Data_Training"), str(out)) == ["BraTS19_X_1"]
     with h5py.File(out / "data" / "BraTS19_X_1.h5") as f:
         img, lab = f["image"][...], f["label"][...]
-    # the published steps in numpy: (z, y, x) arrays, brain box (upper bound exclusive), 99.9th percentile clip,
+    # the published steps in numpy: (z, y, x) arrays, brain box (upper bound exclusive), 0.999 cumulative clip,
     # z-score over voxels > 0, label > 0
     vol, ref_lab = flair.transpose(2, 1, 0).astype(np.float64), seg.transpose(2, 1, 0)
     nz = np.nonzero(vol)
     box = tuple(slice(a.min(), a.max()) for a in nz)
     v = vol[box]
-    v = np.minimum(v, np.percentile(v, 99.9))
+    counts, edges = np.histogram(v, bins=256)  # SSL4MIS: scikit-image's cumulative distribution (float image)
+    v = np.minimum(v, ((edges[:-1] + edges[1:]) / 2)[np.cumsum(counts) / counts.sum() >= 0.999][0])
     ref = (v - v[v > 0].mean()) / v[v > 0].std()
     np.testing.assert_allclose(img, ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(lab, (ref_lab[box] > 0).astype(np.uint8))
@@ -162,3 +166,65 @@ def test_pancreas_from_dicom_series(tmp_path):
     bone = np.median(img[38:46, 6:12, 14:20])
     np.testing.assert_allclose((bone - background) / (organ - background), 400 / 225, rtol=1e-3)
     assert (out / "train.list").read_text().split() == ["image0007"]
+
+
+PYDICOM_CT = Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests" / "98892001" / "CT5N"
+
+
+def instance_ordered_hu(folder):
+    """An independent read of a CT series as MC-Net's load_scan/get_pixels_hu does it (pydicom, slices sorted by
+    InstanceNumber, HU from the rescale slope and intercept), as an (x, y, z) array."""
+    slices = sorted((pydicom.dcmread(str(f)) for f in Path(folder).iterdir()), key=lambda ds: int(ds.InstanceNumber))
+    hu = np.stack([ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+                   for ds in slices])
+    return hu.transpose(2, 1, 0)  # (slice, row, column) -> (x, y, z)
+
+
+def test_pancreas_series_follow_the_instance_numbers_and_need_no_dcm_suffix(tmp_path):
+    """pydicom's 5-slice CT series (files without a suffix) numbers its slices head to feet: ITK reads them the other
+    way round; the converter and raw inference stack them by InstanceNumber, as MC-Net's preprocessing."""
+    from monai.data import ITKReader
+    from monai.transforms import LoadImage
+
+    from monai_stlu.data import RawGeometryd, convert_pancreas, find_dicom_series, instance_order_reversed
+
+    series = tmp_path / "Pancreas-CT" / "PANCREAS_0003" / "study" / "series"
+    shutil.copytree(PYDICOM_CT, series)
+    assert find_dicom_series(str(tmp_path / "Pancreas-CT" / "PANCREAS_0003")) == [str(series)]
+    assert instance_order_reversed(str(series))
+    expected = instance_ordered_hu(series)
+    loaded = LoadImage(reader=ITKReader(), image_only=True, ensure_channel_first=True)(str(series))
+    np.testing.assert_array_equal(np.asarray(loaded[0]), expected[:, :, ::-1])  # ITK: by position
+    # raw inference: the slices in InstanceNumber order, and back onto the input's grid for the prediction
+    step = RawGeometryd("image", dicom_instance_order=True)
+    moved = step({"image": loaded})["image"]
+    np.testing.assert_array_equal(np.asarray(moved[0]), expected)
+    np.testing.assert_allclose(np.asarray(moved.affine) @ [0, 0, 0, 1], np.asarray(loaded.affine) @ [0, 0, 4, 1])
+    back = step.inverse({"image": moved})["image"]
+    np.testing.assert_array_equal(np.asarray(back[0]), np.asarray(loaded[0]))
+    np.testing.assert_allclose(np.asarray(back.affine), np.asarray(loaded.affine))
+    # the converter: a label on the two slices numbered first (the head end) lands at the start of the h5 z axis
+    label = np.zeros(loaded.shape[1:], np.uint8)
+    label[4:12, 4:12, 3:] = 1  # ITK's last two slices = InstanceNumbers 7 and 6 (10 mm of z at 1 mm: 11 planes)
+    (tmp_path / "labels").mkdir()
+    nib.save(nib.Nifti1Image(label, np.asarray(loaded.affine)), str(tmp_path / "labels" / "label0003.nii.gz"))
+    assert convert_pancreas(str(tmp_path / "Pancreas-CT"), str(tmp_path / "labels"), str(tmp_path / "out")) == ["image0003"]
+    with h5py.File(tmp_path / "out" / "Pancreas_h5" / "image0003_norm.h5") as f:
+        lab = f["label"][...]
+    z = np.nonzero(lab.any(axis=(0, 1)))[0]
+    assert lab.shape[2] == 11 and z.min() == 0 and z.max() < lab.shape[2] // 2, (lab.shape, z)
+
+
+def test_brats_clip_is_ssl4mis_cdf_rule():
+    """SSL4MIS clips at the first bin centre of scikit-image's cumulative distribution reaching 0.999: one bin per
+    integer for integer images (then numpy's inverted_cdf percentile), 256 bins otherwise."""
+    from monai_stlu.data import cdf_clip_value
+
+    rng = np.random.RandomState(0)
+    ints = rng.poisson(300, 50000).astype(np.int16)
+    assert cdf_clip_value(ints) == np.percentile(ints, 99.9, method="inverted_cdf")
+    assert cdf_clip_value(ints.astype(np.float32)) == cdf_clip_value(ints)  # integer values read as floats
+    floats = rng.gamma(2.0, 100.0, 50000)
+    counts, edges = np.histogram(floats, bins=256)
+    cdf = np.cumsum(counts) / counts.sum()
+    assert cdf_clip_value(floats) == pytest.approx(((edges[:-1] + edges[1:]) / 2)[cdf >= 0.999][0])

@@ -17,8 +17,8 @@ from bundle_utils import config_list, run_bundle
 from monai_stlu.data import RawGeometryd, convert_brats, convert_pancreas, find_images
 from test_converters import write_dicom_series
 
-SMALL = ["--n_filters", "4", "--progress", "false", "--patch_size", "[32, 32, 32]", "--amp", "false",
-         "--val_stride", "[16, 16, 16]"]
+SMALL = ["--n_filters", "4", "--progress", "false", "--patch_size", "[32, 32, 32]", "--amp", "false"]  # inference keys
+TRAIN_SMALL = SMALL + ["--val_stride", "[16, 16, 16]"]
 
 
 def _ball(shape, centre, radius, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
@@ -132,15 +132,15 @@ def pancreas_data(tmp_path_factory):
 
 def test_pancreas_from_dicom_trains_exports_and_segments_a_raw_series(pancreas_data, tmp_path):
     common = ["--bundle_root", str(tmp_path), "--dataset_dir", str(pancreas_data / "Pancreas"),
-              "--train_list", "train.list", "--test_list", "test.list", "--num_labeled", "2", "--num_val", "0", *SMALL]
+              "--train_list", "train.list", "--test_list", "test.list", "--num_labeled", "2", "--num_val", "0", *TRAIN_SMALL]
     run_bundle("run", "training", "--config_file", config_list("stlu_pancreas", "train.json", "quick.json"), *common,
                "--max_iterations", "2", "--val_interval", "2")
     model = tmp_path / "models" / "model.pt"
     assert model.is_file()
     series = pancreas_data / "Pancreas-CT" / "PANCREAS_0005" / "study" / "series"
     assert [i["image"] for i in find_images(str(pancreas_data / "Pancreas-CT" / "PANCREAS_0005"))] == [str(series)]
-    run_bundle("run", "--config_file", config_list("stlu_pancreas", "inference.json"), *common,
-               "--eval_stride", "[16, 16, 16]", "--input_dir", str(series), "--output_dir", str(tmp_path / "pred"))
+    run_bundle("run", "--config_file", config_list("stlu_pancreas", "inference.json"), "--bundle_root", str(tmp_path),
+               *SMALL, "--eval_stride", "[16, 16, 16]", "--input_dir", str(series), "--output_dir", str(tmp_path / "pred"))
     pred = _prediction(tmp_path / "pred")
     loaded = LoadImage(reader=ITKReader(), image_only=True)(str(series))
     assert pred.shape == tuple(loaded.shape) == (64, 64, 24)  # on the series' own grid, not the 1 mm one
@@ -189,7 +189,7 @@ def test_brats_two_sequences_convert_train_and_segment_raw_cases(tmp_path):
     (out / "test.txt").write_text(names[5] + "\n")
     common = ["--bundle_root", str(tmp_path), "--dataset_dir", str(out), "--num_labeled", "2", "--train_list",
               "train.txt", "--val_list", "val.txt", "--test_list", "test.txt",
-              "--modalities", "['flair', 't2']", *SMALL]
+              "--modalities", "['flair', 't2']", *TRAIN_SMALL]
     run_bundle("run", "training", "--config_file", config_list("stlu_brats", "train.json", "quick.json"), *common,
                "--max_iterations", "2", "--val_interval", "2")
     state = torch.load(str(tmp_path / "models" / "model.pt"), weights_only=True)
@@ -197,8 +197,9 @@ def test_brats_two_sequences_convert_train_and_segment_raw_cases(tmp_path):
     assert first.shape[1] == 2  # two input channels
     items = find_images(str(raw), modalities=["flair", "t2"])
     assert [i["id"] for i in items] == names and all(len(i["image"]) == 2 for i in items)
-    run_bundle("run", "--config_file", config_list("stlu_brats", "inference.json"), *common,
-               "--eval_stride", "[16, 16, 16]", "--input_dir", str(raw / names[5]), "--output_dir", str(tmp_path / "pred"))
+    run_bundle("run", "--config_file", config_list("stlu_brats", "inference.json"), "--bundle_root", str(tmp_path),
+               "--modalities", "['flair', 't2']", *SMALL, "--eval_stride", "[16, 16, 16]", "--input_dir",
+               str(raw / names[5]), "--output_dir", str(tmp_path / "pred"))
     pred = _prediction(tmp_path / "pred")
     assert pred.shape == (48, 44, 36)
     _onnx_parity("stlu_brats", tmp_path / "models" / "model.pt", tmp_path / "model.onnx", in_channels=2,

@@ -9,6 +9,7 @@ from .find_images import case_id, data_root, find_images
 from .atomic_nibabel_writer import AtomicNibabelWriter
 from .converters import (
     brats_normalise,
+    cdf_clip_value,
     convert_brats,
     convert_la,
     convert_pancreas,
@@ -16,6 +17,7 @@ from .converters import (
     nifti_datalist,
     pancreas_normalise,
 )
+from .dicom_series import dicom_series_files, find_dicom_series, instance_order_reversed
 from .raw_intensity import RawIntensityd
 from .raw_geometry import RawGeometryd
 from .datastore import IMAGE_PATTERNS, epoch_length, is_datastore_list, unlabeled_cases

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from monai_stlu.data.dicom_series import find_dicom_series, instance_order_reversed
 from monai_stlu.data.h5_reader import write_h5_case
 
-__all__ = ["convert_la", "convert_brats", "convert_pancreas", "nifti_datalist", "brats_normalise", "la_crop_box", "pancreas_normalise"]
+__all__ = ["cdf_clip_value", "convert_la", "convert_brats", "convert_pancreas", "nifti_datalist", "brats_normalise", "la_crop_box", "pancreas_normalise"]
 
 
 def _load(path: str):
@@ -120,10 +121,25 @@ def convert_la(raw_dir: str, out_dir: str, seed: int = 0, test_ids: Sequence[str
     return cases
 
 
+def cdf_clip_value(values: np.ndarray, fraction: float = 0.999) -> float:
+    """The upper clip of SSL4MIS's BraTS preprocessing (``MedicalImageDeal.valid_img``): the first bin centre of
+    scikit-image's ``cumulative_distribution`` whose cumulative fraction reaches ``fraction``. Its histogram has one
+    bin per integer value for integer images (the BraTS files: then this is ``np.percentile(..., method=
+    "inverted_cdf")``, the smallest value with at least ``fraction`` of the voxels at or below it) and 256 bins
+    otherwise; integer-valued arrays read as floats are binned as the integers they hold."""
+    from skimage import exposure
+
+    values = np.asarray(values)
+    if np.issubdtype(values.dtype, np.floating) and np.array_equal(values, np.round(values)):
+        values = values.astype(np.int64)
+    cdf, centres = exposure.cumulative_distribution(values)
+    return float(centres[np.asarray(cdf) >= fraction][0])
+
+
 def brats_normalise(image: np.ndarray, label: np.ndarray, percentile: float = 99.9) -> tuple[np.ndarray, np.ndarray]:
     """SSL4MIS's BraTS-2019 preprocessing of one volume: crop to the brain's box (non-zero voxels, upper bound
-    exclusive as published), clip at the ``percentile`` of the cropped intensities, z-score with the mean and std of
-    the voxels > 0, label > 0 = whole tumour.
+    exclusive as published), clip at the ``percentile`` of the cropped intensities as SSL4MIS computes it
+    (:py:func:`cdf_clip_value`), z-score with the mean and std of the voxels > 0, label > 0 = whole tumour.
 
     ``image`` may also be channel-first (C, z, y, x), several MR sequences of one case: the box is that of the voxels
     non-zero in any sequence, and each sequence is clipped and z-scored on its own."""
@@ -135,7 +151,7 @@ def brats_normalise(image: np.ndarray, label: np.ndarray, percentile: float = 99
     out = []
     for channel in channels:
         x = channel[box].astype(np.float64)
-        x = np.clip(x, x.min(), np.percentile(x, percentile))
+        x = np.clip(x, x.min(), cdf_clip_value(x, percentile / 100.0))
         brain = x[x > 0]
         out.append(((x - brain.mean()) / brain.std()).astype(np.float32))
     return (np.stack(out) if image.ndim == label.ndim + 1 else out[0]), (label[box] > 0).astype(np.uint8)
@@ -207,7 +223,10 @@ def convert_pancreas(image_dir: str, label_dir: str, out_dir: str, split_dir: st
     ``PANCREAS_<NNNN>.nii.gz``; ``<label_dir>/label<NNNN>.nii.gz``) to MC-Net's h5 layout
     (``<out_dir>/Pancreas_h5/image<NNNN>_norm.h5``).
 
-    Steps: read with ITK (HU from the DICOM rescale slope and intercept); the label is resampled onto the image grid
+    Steps: read with ITK (HU from the DICOM rescale slope and intercept; the series folder found whatever its files
+    are called), slices in InstanceNumber order as MC-Net's ``load_scan`` stacks them (ITK orders them by position,
+    which reverses the usual head-to-feet numbering and would z-mirror the arrays against the community h5 files);
+    the label is resampled onto the image grid
     (nearest) when their geometry differs; both resampled to 1 mm isotropic (cubic B-spline image, nearest label;
     axes kept in the image's own order); then :py:func:`pancreas_normalise`. The split lists (``train.list``,
     ``test.list``) are copied from ``split_dir`` when given (the bundle ships MC-Net's), else every case goes to
@@ -218,7 +237,7 @@ def convert_pancreas(image_dir: str, label_dir: str, out_dir: str, split_dir: st
     """
     import re
 
-    from monai.transforms import ResampleToMatch, Spacing
+    from monai.transforms import Flip, ResampleToMatch, Spacing
 
     entries = sorted(p for p in glob.glob(os.path.join(image_dir, "PANCREAS_*")) if re.search(r"PANCREAS_(\d+)", p))
     if not entries:
@@ -232,13 +251,15 @@ def convert_pancreas(image_dir: str, label_dir: str, out_dir: str, split_dir: st
         if os.path.isfile(out):
             continue
         source = entry
-        if os.path.isdir(entry):  # the series lies some folders down (study / series)
-            folders = sorted({os.path.dirname(p) for p in glob.glob(os.path.join(entry, "**", "*.dcm"), recursive=True)})
+        if os.path.isdir(entry):  # the series lies some folders down (study / series), files named anyhow
+            folders = find_dicom_series(entry)
             if len(folders) != 1:
-                raise ValueError(f"{entry}: expected one DICOM series folder, found {len(folders)}.")
+                raise ValueError(f"{entry}: expected one DICOM series folder, found {len(folders)}: {folders[:3]}.")
             source = folders[0]
         label_path = os.path.join(label_dir, f"label{int(number):04d}.nii.gz")
         image, label = _load(source), _load(label_path)
+        if os.path.isdir(source) and instance_order_reversed(source):  # MC-Net stacks slices by InstanceNumber
+            image = Flip(spatial_axis=2)(image)  # the affine follows: every voxel keeps its place in the world
         if label.shape != image.shape or not np.allclose(np.asarray(label.affine), np.asarray(image.affine), atol=1e-3):
             label = ResampleToMatch(mode="nearest")(label, image)
         image = Spacing(pixdim=(1.0, 1.0, 1.0), mode=3, padding_mode="border")(image)

@@ -5,14 +5,16 @@ written back on the input's grid (preprocessed h5 files pass unchanged)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Mapping, Sequence
 
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import InvertibleTransform, MapTransform, Spacing
+from monai.transforms import Flip, InvertibleTransform, MapTransform, Spacing
 from monai.utils import TraceKeys
 
+from monai_stlu.data.dicom_series import instance_order_reversed
 from monai_stlu.data.h5_reader import is_h5_source
 
 __all__ = ["RawGeometryd"]
@@ -52,6 +54,13 @@ def _uncrop(x: torch.Tensor, box: Sequence[Sequence[int]], shape: Sequence[int])
     return out
 
 
+def _reversed_series(x: torch.Tensor) -> bool:
+    """Whether ``x`` was read from a DICOM series folder whose InstanceNumber order runs against ITK's."""
+    source = x.meta.get("filename_or_obj", "") if isinstance(x, MetaTensor) else ""
+    source = source[0] if isinstance(source, (list, tuple)) and len(source) == 1 else source
+    return isinstance(source, str) and os.path.isdir(source) and instance_order_reversed(source)
+
+
 def _permute(x: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:
     """Reorder the spatial axes of a channel-first image, and the affine's columns with them (the voxels keep their
     place in the world)."""
@@ -69,6 +78,8 @@ class RawGeometryd(MapTransform, InvertibleTransform):
     preprocessing), so the segmentation is written in the input's space, shape and orientation.
 
     Steps, each optional, in the converters' order:
+        0. for a DICOM series whose InstanceNumber order runs against ITK's slice order, flip the slice axis
+           (``dicom_instance_order``; Pancreas-CT: MC-Net stacks the slices by InstanceNumber);
         1. resample to ``spacing`` mm (Pancreas-CT: 1 mm isotropic as MC-Net; LA: 0.625 mm, the LA 2018 grid);
         2. reorder the spatial axes by ``axes`` (BraTS-2019: ``[2, 1, 0]``, SSL4MIS's h5 arrays are in SimpleITK's
            (z, y, x) order while MONAI reads (x, y, z));
@@ -87,6 +98,8 @@ class RawGeometryd(MapTransform, InvertibleTransform):
         spacing: target voxel spacing in mm, or None to keep the scan's grid.
         axes: permutation of the spatial axes, or None.
         crop_foreground: crop to the non-zero voxels' box (after resampling and reordering).
+        dicom_instance_order: put a DICOM series' slices in InstanceNumber order
+            (:py:func:`monai_stlu.data.instance_order_reversed`), as the converter did.
         mode: interpolation of the image when resampling (the prediction is inverted with the same mode).
         allow_missing_keys: skip absent keys.
     """
@@ -99,6 +112,7 @@ class RawGeometryd(MapTransform, InvertibleTransform):
         crop_foreground: bool = False,
         mode: str = "bilinear",
         allow_missing_keys: bool = False,
+        dicom_instance_order: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if axes is not None and sorted(int(a) for a in axes) != list(range(len(axes))):
@@ -106,17 +120,21 @@ class RawGeometryd(MapTransform, InvertibleTransform):
         self.spacing = Spacing(pixdim=[float(s) for s in spacing], mode=mode, padding_mode="border") if spacing else None
         self.axes = None if axes is None else [int(a) for a in axes]
         self.crop_foreground = crop_foreground
+        self.dicom_instance_order = dicom_instance_order
+        self.flip = Flip(spatial_axis=-1)  # the slice axis of a series read by ITK
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         for key in self.key_iterator(d):
             raw = not is_h5_source(d[key])
             if raw:
-                x = d[key] if self.spacing is None else self.spacing(d[key])
+                flip = self.dicom_instance_order and _reversed_series(d[key])
+                x = self.flip(d[key]) if flip else d[key]
+                x = x if self.spacing is None else self.spacing(x)
                 x = x if self.axes is None else _permute(x, self.axes)
                 box = _foreground_box(x) if self.crop_foreground else None
                 d[key] = x if box is None else _crop(x, [slice(a, b) for a, b in box])
-                self.push_transform(d[key], extra_info={"raw": True, "box": box, "shape": list(x.shape[1:])})
+                self.push_transform(d[key], extra_info={"raw": True, "box": box, "shape": list(x.shape[1:]), "flip": flip})
             else:
                 self.push_transform(d[key], extra_info={"raw": False})
         return d
@@ -128,5 +146,6 @@ class RawGeometryd(MapTransform, InvertibleTransform):
             if info["raw"]:
                 x = d[key] if info["box"] is None else _uncrop(d[key], info["box"], info["shape"])
                 x = x if self.axes is None else _permute(x, [self.axes.index(i) for i in range(len(self.axes))])
-                d[key] = x if self.spacing is None else self.spacing.inverse(x)
+                x = x if self.spacing is None else self.spacing.inverse(x)
+                d[key] = self.flip.inverse(x) if info.get("flip") else x
         return d

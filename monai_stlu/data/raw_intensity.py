@@ -10,6 +10,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from monai_stlu.data.converters import cdf_clip_value
 from monai_stlu.data.h5_reader import is_h5_source
 
 __all__ = ["RawIntensityd"]
@@ -50,10 +51,8 @@ class RawIntensityd(MapTransform):
         x = x.float()
         if self.mode == "ct_window":
             x = (x.clamp(-125.0, 275.0) + 125.0) / 400.0
-        if self.mode == "brain_zscore":
-            values = x.flatten()
-            step = -(-values.numel() // 2**24)  # torch.quantile takes at most 2**24 values
-            x = torch.minimum(x, torch.quantile(values.double()[::step], 0.999).float())
+        if self.mode == "brain_zscore":  # SSL4MIS's clip, as the converter computes it
+            x = torch.clamp(x, max=cdf_clip_value(x.detach().cpu().numpy(), 0.999))
             brain = x[x > 0]
             mean, std = (brain.mean(), brain.std(unbiased=False)) if brain.numel() > 1 else (x.mean(), x.std(unbiased=False))
         else:
