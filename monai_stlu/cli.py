@@ -20,9 +20,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from monai_stlu.data.datalist import LA_CASE_PATH
-from monai_stlu.data.find_images import case_id
-
 __all__ = ["synth", "check", "generate_bundles", "train", "predict", "evaluate", "plot", "main"]
 
 
@@ -63,7 +60,7 @@ def check(
     num_val: int = 4,
     num_classes: int = 2,
     datalist_file: str | None = None,
-    case_path: str = LA_CASE_PATH,
+    case_path: str | None = None,
     val_list: str | None = None,
     in_channels: int = 1,
 ) -> int:
@@ -72,16 +69,20 @@ def check(
     dimensions than the network takes, label values outside the classes, a test case that is also a training case).
     Returns the number of cases checked.
 
+    Args:
+        case_path: where a case lies under ``dataset_dir`` (default: the LA layout), as the bundles' ``case_path``.
+
     Raises:
         ValueError: after the report, when a case has a problem (the last line names the first one).
     """
     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
-    from monai_stlu.data import H5Reader, ValidateSegmentationd, semi_supervised_split
+    from monai_stlu.data import LA_CASE_PATH, H5Reader, ValidateSegmentationd, semi_supervised_split
     from monai_stlu.utils import explain
 
     split = semi_supervised_split(
-        dataset_dir, datalist_file, train_list, test_list, num_labeled, num_val, case_path=case_path, val_list=val_list
+        dataset_dir, datalist_file, train_list, test_list, num_labeled, num_val, case_path=case_path or LA_CASE_PATH,
+        val_list=val_list,
     )
     load = Compose(
         [
@@ -161,12 +162,31 @@ def _override_args(overrides: dict[str, Any]) -> list[str]:
     return [a for key, value in overrides.items() for a in (f"--{key}", value if isinstance(value, str) else repr(value))]
 
 
+def _quote(arg: str) -> str:
+    """``arg`` for a shell, in double quotes where it holds single quotes only (a config file list reads
+    ``"['a.json','b.json']"``), else as ``shlex.quote`` gives it."""
+    if "'" in arg and not any(c in arg for c in '"$`\\!'):
+        return f'"{arg}"'
+    return shlex.quote(arg)
+
+
+def format_command(cmd: Sequence[str]) -> str:
+    """``cmd`` as a shell command a user can read and paste: the program and its sub-command on the first line, then
+    one ``--key value`` per line, continued with backslashes."""
+    lines: list[list[str]] = [[]]
+    for arg in cmd:
+        if arg.startswith("--") and lines[-1]:
+            lines.append([])
+        lines[-1].append(_quote(arg))
+    return " \\\n    ".join(" ".join(line) for line in lines)
+
+
 def _run(cmd: list[str], dry_run: bool, repeat_error: bool = False) -> int:
     """Print and run ``cmd``; its exit status. With ``repeat_error``, the project's sentence of a failed child (from
     its error hook) is printed again as the last line (``torchrun`` ends with its own summary)."""
     import tempfile
 
-    print(shlex.join(cmd), flush=True)
+    print(format_command(cmd), flush=True)
     if dry_run:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -332,7 +352,7 @@ def evaluate(p: str, l: str, o: str | None = None, num_classes: int = 2, postfix
         FileNotFoundError: no prediction, or a prediction without a label.
         ValueError: a prediction and its label differ in shape.
     """
-    from monai_stlu.data import find_images
+    from monai_stlu.data import case_id, find_images
     from monai_stlu.handlers import SegmentationMetricsSaver
 
     preds = {}
@@ -404,10 +424,14 @@ def main() -> None:
     install_error_hook(force=True)
     import fire
 
-    from monai_stlu.data import convert_brats, convert_la, convert_pancreas, nifti_datalist
+    commands: dict[str, Any] = {
+        "synth": _command(synth), "check": _command(check), "generate_bundles": _command(generate_bundles),
+        "train": _command(train, exit_status=True), "predict": _command(predict, exit_status=True),
+        "evaluate": _command(evaluate), "plot": _command(plot),
+    }
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:  # the converters import MONAI and ITK: only when asked for
+        from monai_stlu.data import convert_brats, convert_la, convert_pancreas, nifti_datalist
 
-    convert = {"la": convert_la, "pancreas": convert_pancreas, "brats": convert_brats, "nifti": nifti_datalist}
-    fire.Fire({"synth": _command(synth), "check": _command(check), "generate_bundles": _command(generate_bundles),
-               "convert": {k: _command(v) for k, v in convert.items()}, "train": _command(train, exit_status=True),
-               "predict": _command(predict, exit_status=True), "evaluate": _command(evaluate), "plot": _command(plot)},
-              name="monai_stlu")
+        convert = {"la": convert_la, "pancreas": convert_pancreas, "brats": convert_brats, "nifti": nifti_datalist}
+        commands["convert"] = {k: _command(v) for k, v in convert.items()}
+    fire.Fire(commands, name="monai_stlu")

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import ast
 import csv
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -35,9 +37,13 @@ def cli(*args, check=True) -> subprocess.CompletedProcess:
 def test_train_prints_its_bundle_call_and_refuses_unknown_methods(tmp_path):
     out = cli("train", "--bundle", "stlu_brats", "--method", "cps", "--num_labeled", "50", "--dataset_dir", tmp_path,
               "--max_iterations", "300", "--dry_run").stdout
-    assert "-m monai.bundle run training --config_file" in out
-    assert "stlu_brats/configs/train.json" in out and "stlu_brats/configs/methods/cps.json" in out
-    assert "--num_labeled 50" in out and f"--dataset_dir {tmp_path}" in out and "--max_iterations 300" in out
+    lines = out.strip().splitlines()
+    assert lines[0].endswith("-m monai.bundle run training \\") and all(line.endswith(" \\") for line in lines[:-1])
+    assert "    --num_labeled 50 \\" in lines and f"    --dataset_dir {tmp_path} \\" in lines
+    argv = shlex.split(out.replace("\\\n", " "))  # what the shell makes of the printed command
+    configs = ast.literal_eval(argv[argv.index("--config_file") + 1])
+    assert [c.split("configs/")[1] for c in configs] == ["train.json", "methods/cps.json"]
+    assert argv[argv.index("--max_iterations") + 1] == "300" and argv[1:5] == ["-m", "monai.bundle", "run", "training"]
     bad = cli("train", "--method", "nope", "--dry_run", check=False)
     assert bad.returncode != 0 and "method 'nope' is not one of" in bad.stderr + bad.stdout
     assert "Train one method of a bundle" in cli("train", "--help").stdout + cli("train", "--help").stderr

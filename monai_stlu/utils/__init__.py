@@ -1,11 +1,33 @@
 from __future__ import annotations
 
-from .fast_path import as_plain_tensor, autocast, autocast_dtype, cpu_supports_bf16, to_channels_last
-from .ramps import ramp_value, sigmoid_rampup
-from .bundle import bundle_root
-from .flags import as_bool
-from .plots import plot_run, read_scalars
-from .distributed import average_buffers, broadcast_module, ddp, init_distributed, is_distributed, save_rank_networks
-from .errors import explain, install_error_hook, is_command_line_run
-from .run_lock import RunLock, RunLockedError
-from .settings_check import check_command_line_keys, check_optional_packages, check_settings
+import importlib
+from typing import Any
+
+# names re-exported from the submodules, loaded on first use: the command line's --help and the error hook need
+# none of torch or MONAI, which the heavier helpers import
+_EXPORTS = {
+    "fast_path": ("as_plain_tensor", "autocast", "autocast_dtype", "cpu_supports_bf16", "to_channels_last"),
+    "ramps": ("ramp_value", "sigmoid_rampup"),
+    "bundle": ("bundle_root",),
+    "flags": ("as_bool",),
+    "plots": ("plot_run", "read_scalars"),
+    "distributed": ("average_buffers", "broadcast_module", "ddp", "init_distributed", "is_distributed",
+                    "save_rank_networks"),
+    "errors": ("explain", "install_error_hook", "is_command_line_run"),
+    "run_lock": ("RunLock", "RunLockedError"),
+    "settings_check": ("check_command_line_keys", "check_optional_packages", "check_settings"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
