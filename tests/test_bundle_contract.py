@@ -159,6 +159,13 @@ def test_mlflow_tracking_reaches_a_local_store(synth, tmp_path):
     exp = client.get_experiment_by_name("stlu_test")
     assert exp is not None
     (run,) = client.search_runs([exp.experiment_id])
+    # named by method, labels and seed; the run's settings as parameters
+    assert run.info.run_name == "STLUMethod_8labeled_seed1337", run.info.run_name
+    params = run.data.params
+    assert {k: params.get(k) for k in ("bundle", "method", "network", "num_labeled", "seed", "n_filters")} == {
+        "bundle": "stlu_la", "method": "STLUMethod", "network": "STLUNet", "num_labeled": "8", "seed": "1337",
+        "n_filters": "8"}, params
+    assert params["patch_size"] == "[64, 64, 48]" and params["commit"] and params["max_epochs"] == "2"
     metrics = run.data.metrics
     assert "val_mean_dice" in metrics and 0.0 <= metrics["val_mean_dice"] <= 1.0
     assert any(k.startswith("Loss") or k in ("loss", "train_loss") for k in metrics), sorted(metrics)
@@ -170,5 +177,6 @@ def test_mlflow_tracking_reaches_a_local_store(synth, tmp_path):
                "--tracking_uri", uri, "--experiment_name", "stlu_test")
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 2
+    assert sorted(r.info.run_name for r in runs) == ["STLUMethod_8labeled_seed1337", "STLUMethod_8labeled_seed1337_test"]
     test_dice = [r.data.metrics["test_mean_dice"] for r in runs if "test_mean_dice" in r.data.metrics]
     assert len(test_dice) == 1 and 0.0 <= test_dice[0] <= 1.0

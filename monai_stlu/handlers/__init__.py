@@ -19,3 +19,4 @@ from .model_checkpoint_loader import ModelCheckpointLoader
 from .iteration_lr_handler import IterationLrHandler
 from .pseudo_label_quality_handler import PseudoLabelQualityHandler
 from .progress_plot_handler import ProgressPlotHandler
+from .tracking_params_handler import TrackingParamsHandler

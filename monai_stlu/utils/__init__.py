@@ -8,7 +8,7 @@ from typing import Any
 _EXPORTS = {
     "fast_path": ("as_plain_tensor", "autocast", "autocast_dtype", "cpu_supports_bf16", "to_channels_last"),
     "ramps": ("ramp_value", "sigmoid_rampup"),
-    "bundle": ("bundle_root",),
+    "bundle": ("bundle_root", "source_commit"),
     "flags": ("as_bool",),
     "plots": ("plot_run", "read_scalars"),
     "distributed": ("average_buffers", "broadcast_module", "ddp", "init_distributed", "is_distributed",

@@ -5,10 +5,12 @@
 from __future__ import annotations
 
 import ast
+import functools
 import os
+import subprocess
 import sys
 
-__all__ = ["bundle_root", "config_files_from_argv"]
+__all__ = ["bundle_root", "config_files_from_argv", "source_commit"]
 
 
 def _root_from_config_path(path: str) -> str:
@@ -50,3 +52,20 @@ def bundle_root() -> str:
     """
     files = config_files_from_argv(sys.argv)
     return _root_from_config_path(files[0]) if files else os.getcwd()
+
+
+@functools.lru_cache(maxsize=1)
+def source_commit() -> str:
+    """The git commit of the monai_stlu source being run (``<hash>`` or ``<hash>-dirty``), or ``"unknown"`` for an
+    installed wheel: recorded with tracked runs so that a result can be traced to its code."""
+    folder = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", folder, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode:
+            return "unknown"
+        dirty = subprocess.run(["git", "-C", folder, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

@@ -68,10 +68,13 @@ def _known(key: str, ids: set[str], configs: list[Any]) -> bool:
     return False
 
 
-def unknown_override_keys(argv: Sequence[str], config_files: Sequence[str]) -> list[tuple[str, str | None]]:
-    """The ``--key`` overrides of a ``monai.bundle run`` command line that no config file defines, each with the
-    nearest known key (or None). A new argument of a component (``--validate#inferer#mode gaussian``) is known."""
-    configs = [_load(f) for f in config_files if os.path.isfile(f)]
+def unknown_override_keys(
+    argv: Sequence[str], config_files: Sequence[str], extra_configs: Sequence[Mapping] = ()
+) -> list[tuple[str, str | None]]:
+    """The ``--key`` overrides of a ``monai.bundle run`` command line that no config file (nor ``extra_configs``)
+    defines, each with the nearest known key (or None). A new argument of a component (``--validate#inferer#mode
+    gaussian``) is known."""
+    configs = [_load(f) for f in config_files if os.path.isfile(f)] + list(extra_configs)
     ids: set[str] = set()
     for config in configs:
         ids |= _ids(config)
@@ -120,6 +123,22 @@ def check_optional_packages(argv: Sequence[str] | None = None) -> None:
         )
 
 
+def _tracking_configs(argv: Sequence[str]) -> list[Mapping]:
+    """With ``--tracking``, the config keys its settings add (``tracking_uri``, ``experiment_name``, ...): MONAI's
+    settings for a named tool, or the user's settings file."""
+    tracking = _argument(argv, "--tracking")
+    if not tracking:
+        return []
+    if os.path.isfile(tracking):
+        settings = _load(tracking)
+    else:
+        from monai.bundle.utils import DEFAULT_EXP_MGMT_SETTINGS
+
+        settings = DEFAULT_EXP_MGMT_SETTINGS.get(tracking, {})
+    configs = settings.get("configs", {}) if isinstance(settings, Mapping) else {}
+    return [configs] if isinstance(configs, Mapping) else []
+
+
 def check_command_line_keys(argv: Sequence[str] | None = None) -> None:
     """Refuse a ``python -m monai.bundle run`` command line that sets a key none of its config files defines (a
     misspelled ``--max_iteration 5`` would otherwise be ignored and the run would train 15,000 iterations).
@@ -136,7 +155,7 @@ def check_command_line_keys(argv: Sequence[str] | None = None) -> None:
     files = config_files_from_argv(argv)
     if not files:
         return
-    unknown = unknown_override_keys(argv[1:], files)
+    unknown = unknown_override_keys(argv[1:], files, _tracking_configs(argv))
     if unknown:
         key, near = unknown[0]
         hint = f" (did you mean --{near}?)" if near else ""
