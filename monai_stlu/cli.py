@@ -4,6 +4,7 @@
 
 - ``train``: a bundle's training for one method, printed as the ``python -m monai.bundle run`` call it makes, then run;
 - ``predict -i FILE_OR_DIR -o DIR``: NIfTI/NRRD/DICOM/h5 in, ``<name>_seg.nii.gz`` out on the input's grid;
+- ``export --model MODEL -o FILE.ts|FILE.onnx``: TorchScript or ONNX, the network rebuilt from the model's record;
 - ``evaluate -p PRED_DIR -l LABEL_DIR``: the bundles' metrics CSVs for any folder of predictions;
 - ``plot RUN_DIR``: ``progress.png`` (training curves) and ``per_case_dice.png``;
 - ``synth``, ``check``, ``convert la|pancreas|brats|nifti``, ``generate_bundles``.
@@ -20,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["synth", "check", "generate_bundles", "train", "predict", "evaluate", "plot", "main"]
+__all__ = ["synth", "check", "generate_bundles", "train", "predict", "export", "evaluate", "plot", "main"]
 
 
 def synth(
@@ -281,18 +282,40 @@ def training_summary(ckpt_dir: str) -> str:
     return "\n".join(lines)
 
 
+def _model_settings(
+    model: str | None, configs: str, method: str | None, overrides: dict[str, Any]
+) -> tuple[str, list[str]]:
+    """The method and the ``--key value`` settings that rebuild the network of a model file from the record it
+    carries (:py:mod:`monai_stlu.handlers.model_record`): the method whose override file builds the recorded method,
+    and each recorded setting that the bundle's inference config holds as a plain value and the user did not give."""
+    from monai_stlu.handlers.model_record import read_model_record, record_overrides
+    from monai_stlu.utils.settings_check import top_level_values
+
+    record = read_model_record(model) if model else {}
+    if method is None:
+        method = "stlu"
+        for path in sorted(glob.glob(os.path.join(configs, "methods", "*.json"))):
+            target = str(top_level_values([path]).get("method", {}).get("_target_", ""))
+            if record.get("method") and target.endswith("." + str(record["method"])):
+                method = os.path.basename(path)[:-5]
+    values = top_level_values([os.path.join(configs, "inference.json")])
+    plain = {k for k, v in values.items() if not (isinstance(v, str) and v.startswith(("$", "@", "%")))}
+    return method, record_overrides(record, plain - set(overrides))
+
+
 def predict(
-    i: str, o: str, bundle: str = "stlu_la", method: str = "stlu", model: str | None = None, dry_run: bool = False,
+    i: str, o: str, bundle: str = "stlu_la", method: str | None = None, model: str | None = None, dry_run: bool = False,
     **overrides: Any,
 ) -> int:
     """Segment a file or a folder (h5, NIfTI, NRRD, DICOM series folders): ``<name>_seg.nii.gz`` in ``o``, on the
-    input's grid, in its space and orientation.
+    input's grid, in its space and orientation. The network is rebuilt as the model file records it (method, filters,
+    patch size, ...: a model trained with ``--quick`` needs no flags); a key given here wins.
 
     Args:
         i: input file or folder.
         o: output folder.
         bundle: ``stlu_la``, ``stlu_pancreas``, ``stlu_brats`` or a bundle folder.
-        method: the method that trained the model (its network).
+        method: the method that trained the model (default: the one the model file records, else ``stlu``).
         model: the weights (default: the bundle's ``models/<method>/model.pt``).
         dry_run: print the command only.
         overrides: any other inference key, e.g. ``--eval_stride "[32,32,16]"``.
@@ -303,16 +326,58 @@ def predict(
     configs = _bundle_configs(bundle)
     if not os.path.exists(str(i)):
         raise FileNotFoundError(f"{i}: no such file or folder to segment.")
+    if model is not None and not os.path.isfile(str(model)):
+        raise FileNotFoundError(f"{model}: no such model file.")
+    method, recorded = _model_settings(None if model is None else str(model), configs, method, overrides)
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_files(configs, ["inference.json"], method),
            "--input_dir", os.path.abspath(str(i)), "--output_dir", os.path.abspath(str(o))]
     if model is not None:
-        if not os.path.isfile(str(model)):
-            raise FileNotFoundError(f"{model}: no such model file.")
         cmd += ["--checkpointloader#load_path", os.path.abspath(str(model))]
-    rc = _run(cmd + _override_args(overrides), dry_run)
+    rc = _run(cmd + recorded + _override_args(overrides), dry_run)
     if rc == 0 and not dry_run:
         written = glob.glob(os.path.join(os.path.abspath(str(o)), "**", "*_seg.nii.gz"), recursive=True)
         print(f"segmentations: {len(written)} in {os.path.abspath(str(o))}")
+    return rc
+
+
+def export(
+    model: str, o: str, bundle: str = "stlu_la", method: str | None = None, dry_run: bool = False, **overrides: Any
+) -> int:
+    """Export a trained model to TorchScript (``o`` ending ``.ts``/``.pt``) or ONNX (``.onnx``) with the bundle's
+    ``ckpt_export`` / ``onnx_export``, the network rebuilt as the model file records it (no training flags needed).
+
+    Args:
+        model: the weights (``models/<method>/model.pt`` of a run).
+        o: the exported file.
+        bundle: ``stlu_la``, ``stlu_pancreas``, ``stlu_brats`` or a bundle folder.
+        method: the method that trained the model (default: the one the model file records).
+        dry_run: print the command only.
+        overrides: any other key of the bundle's ``inference.json``.
+    """
+    if overrides.pop("help", False):  # fire hands --help to **overrides
+        print(export.__doc__)
+        return 0
+    configs = _bundle_configs(bundle)
+    if not os.path.isfile(str(model)):
+        raise FileNotFoundError(f"{model}: no such model file.")
+    method, recorded = _model_settings(str(model), configs, method, overrides)
+    onnx = str(o).lower().endswith(".onnx")
+    cmd = [sys.executable, "-m", "monai.bundle", "onnx_export" if onnx else "ckpt_export", "network_def",
+           "--filepath", os.path.abspath(str(o)), "--ckpt_file", os.path.abspath(str(model)),
+           "--meta_file", os.path.join(configs, "metadata.json"),
+           "--config_file", _config_files(configs, ["inference.json"], method)]
+    if onnx:  # the window the network was trained on, any batch size
+        from monai_stlu.handlers.model_record import read_model_record
+
+        settings = read_model_record(str(model)).get("settings", {})
+        if "patch_size" in settings and "input_shape" not in overrides:
+            cmd += ["--input_shape", repr([1, int(settings.get("in_channels", 1)), *settings["patch_size"]])]
+        if "converter_kwargs" not in overrides:
+            cmd += ["--converter_kwargs", repr({"input_names": ["image"], "output_names": ["pred"],
+                                                "dynamic_axes": {"image": {0: "batch"}, "pred": {0: "batch"}}})]
+    rc = _run(cmd + recorded + _override_args(overrides), dry_run)
+    if rc == 0 and not dry_run:
+        print(f"exported: {os.path.abspath(str(o))}")
     return rc
 
 
@@ -427,6 +492,7 @@ def main() -> None:
     commands: dict[str, Any] = {
         "synth": _command(synth), "check": _command(check), "generate_bundles": _command(generate_bundles),
         "train": _command(train, exit_status=True), "predict": _command(predict, exit_status=True),
+        "export": _command(export, exit_status=True),
         "evaluate": _command(evaluate), "plot": _command(plot),
     }
     if len(sys.argv) < 2 or sys.argv[1] not in commands:  # the converters import MONAI and ITK: only when asked for

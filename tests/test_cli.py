@@ -60,7 +60,10 @@ def test_train_predict_evaluate(tmp_path):
     inputs = tmp_path / "inputs"
     for case in cases:  # the test cases' h5 files, in their layout folders
         shutil.copytree(Path(data) / "2018LA_Seg_Training Set" / case, inputs / case)
-    predicted = cli("predict", "-i", inputs, "-o", tmp_path / "pred", "--method", "supervised", "--model", model, *SMALL)
+    # the model file records its network (supervised's VNet, 4 filters, 32^3 windows): no training flags needed
+    predicted = cli("predict", "-i", inputs, "-o", tmp_path / "pred", "--model", model, "--eval_stride", "[16,16,16]",
+                    "--progress", "false", "--amp", "false")
+    assert "--n_filters 4" in predicted.stdout and "methods/supervised.json" in predicted.stdout
     preds = sorted((tmp_path / "pred").rglob("*_seg.nii.gz"))
     assert len(preds) == len(cases)
     assert predicted.stdout.splitlines()[-1] == f"segmentations: {len(cases)} in {tmp_path / 'pred'}"
@@ -100,6 +103,22 @@ def test_train_predict_evaluate(tmp_path):
         assert (tmp_path / "pics" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     cli("plot", tmp_path / "scores", "-o", tmp_path / "pics2")  # the folder evaluate wrote: no events, a chart
     assert sorted(p.name for p in (tmp_path / "pics2").iterdir()) == ["per_case_dice.png"]
+    # export from the record too: TorchScript and ONNX (any batch) equal the eager network
+    import onnxruntime
+    import torch
+
+    from monai_stlu.networks import VNet
+
+    net = VNet(n_filters=4, dropout=True).eval()
+    net.load_state_dict(torch.load(model, weights_only=True))
+    x = torch.randn(2, 1, 32, 32, 32)
+    with torch.no_grad():
+        expected = net(x).numpy()
+    cli("export", "--model", model, "-o", tmp_path / "m.ts")
+    np.testing.assert_allclose(torch.jit.load(str(tmp_path / "m.ts"))(x).detach().numpy(), expected, atol=1e-5)
+    cli("export", "--model", model, "-o", tmp_path / "m.onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], expected, atol=1e-4)
     missing = cli("evaluate", "-p", tmp_path / "pred", "-l", tmp_path / "inputs" / cases[0], check=False)
     assert missing.returncode != 0 and "no label for the predictions" in missing.stderr + missing.stdout
 

@@ -345,3 +345,27 @@ def test_a_missing_optional_package_is_named_before_any_work(monkeypatch):
         check_optional_packages([main, "run", "training", "--tracking", "mlflow"])
     check_optional_packages([main, "run", "training"])  # nothing optional asked for
     check_optional_packages(["train.py", "onnx_export"])  # not a monai.bundle command: not checked
+
+
+def test_a_model_file_records_its_network_and_a_mismatch_names_the_settings(tmp_path):
+    from monai_stlu.handlers import (
+        AtomicCheckpointSaver,
+        CheckpointMismatchError,
+        ModelCheckpointLoader,
+        read_model_record,
+    )
+    from monai_stlu.networks import STLUNet
+
+    trained = STLUNet(n_filters=4)
+    record = {"bundle": "stlu_la", "method": "STLUMethod", "settings": {"n_filters": 4, "patch_size": [32, 32, 32]}}
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": trained}, model_record=record, save_final=True,
+                                  final_filename="model.pt")
+    saver._final_checkpoint.save_handler(trained.state_dict(), "model.pt")
+    assert read_model_record(str(tmp_path / "model.pt")) == record
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    STLUNet(n_filters=4).load_state_dict(state)  # still a plain state dict for MONAI's loaders and MONAI Label
+    with pytest.raises(CheckpointMismatchError) as err:
+        ModelCheckpointLoader(str(tmp_path / "model.pt"), {"model": STLUNet(n_filters=8)}).check()
+    assert str(err.value).endswith("build the network it records (the STLUMethod method's file, and --n_filters 4 "
+                                   "--patch_size [32, 32, 32]), or let monai_stlu predict/export --model read the "
+                                   "record for you.")

@@ -17,6 +17,8 @@ from typing import Any
 from monai.handlers import CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_stlu.handlers.model_record import attach_model_record
+
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 Checkpoint, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Checkpoint")
 
@@ -40,11 +42,14 @@ def remove_partial_files(folder: str) -> list[str]:
 class _FixedNameAtomicSaver(DiskSaver):  # type: ignore[misc,valid-type]
     """ignite's DiskSaver writing through a temporary file and a rename, optionally under one fixed file name."""
 
-    def __init__(self, dirname: str, filename: str | None = None) -> None:
+    def __init__(self, dirname: str, filename: str | None = None, record: Mapping | None = None) -> None:
         super().__init__(dirname=dirname, atomic=True, require_empty=False)
         self.filename = filename
+        self.record = record
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        if self.record:  # a model file that says how to rebuild its network
+            attach_model_record(checkpoint, self.record)
         super().__call__(checkpoint, self.filename or filename, metadata)
 
     def _save_func(self, checkpoint: Mapping, path: Path, func: Callable) -> None:
@@ -107,6 +112,9 @@ class AtomicCheckpointSaver(CheckpointSaver):
     Args:
         save_dir: the folder of the files.
         save_dict: objects to save (``state_dict()`` each), as for ``CheckpointSaver``.
+        model_record: the settings the network was built with (:py:mod:`monai_stlu.handlers.model_record`), written
+            into a flat model file (``model.pt``: one object saved under a fixed name), so that evaluation, prediction
+            and export can rebuild its network without the training flags.
         kwargs: every other ``CheckpointSaver`` argument (``save_key_metric``, ``key_metric_filename``,
             ``save_interval``, ``n_saved``, ...).
 
@@ -117,7 +125,7 @@ class AtomicCheckpointSaver(CheckpointSaver):
                              "key_metric_filename": "model.pt"}
     """
 
-    def __init__(self, save_dir: str, save_dict: dict, **kwargs: Any) -> None:
+    def __init__(self, save_dir: str, save_dict: dict, model_record: Mapping | None = None, **kwargs: Any) -> None:
         super().__init__(save_dir, save_dict, **kwargs)
         for checkpoint, fixed_name in (
             (self._final_checkpoint, kwargs.get("final_filename")),
@@ -125,7 +133,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
             (self._interval_checkpoint, None),
         ):
             if checkpoint is not None:
-                checkpoint.save_handler = _FixedNameAtomicSaver(save_dir, fixed_name)
+                record = model_record if fixed_name and len(save_dict) == 1 else None  # flat model files only
+                checkpoint.save_handler = _FixedNameAtomicSaver(save_dir, fixed_name, record)
         self._adopted = False
 
     def interval_completed(self, engine: Any) -> None:

@@ -11,6 +11,7 @@ from monai.handlers import CheckpointLoader
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_stlu.handlers.checkpoint_fit import MODEL_WAYS_OUT, check_checkpoint_fits
+from monai_stlu.handlers.model_record import read_model_record, record_overrides
 
 Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
@@ -57,7 +58,13 @@ class ModelCheckpointLoader(CheckpointLoader):
                 "short) or not a weights file; copy it again or train again."
             ) from e
         if self.strict:
-            check_checkpoint_fits(self.load_dict, checkpoint, self.load_path, MODEL_WAYS_OUT)
+            record = read_model_record(self.load_path)
+            settings = " ".join(record_overrides(record))
+            ways_out = MODEL_WAYS_OUT if not settings else (
+                f"build the network it records (the {record.get('method', '?')} method's file, and {settings}), or "
+                "let monai_stlu predict/export --model read the record for you"
+            )
+            check_checkpoint_fits(self.load_dict, checkpoint, self.load_path, ways_out)
 
     def __call__(self, engine: Engine) -> None:
         self.check()

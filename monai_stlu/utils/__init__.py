@@ -15,7 +15,7 @@ _EXPORTS = {
                     "save_rank_networks"),
     "errors": ("explain", "install_error_hook", "is_command_line_run"),
     "run_lock": ("RunLock", "RunLockedError"),
-    "settings_check": ("check_command_line_keys", "check_optional_packages", "check_settings"),
+    "settings_check": ("check_command_line_keys", "check_optional_packages", "check_settings", "top_level_values"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

@@ -14,7 +14,7 @@ from typing import Any
 
 from monai_stlu.utils.bundle import config_files_from_argv
 
-__all__ = ["unknown_override_keys", "check_command_line_keys", "check_optional_packages", "check_settings"]
+__all__ = ["top_level_values", "unknown_override_keys", "check_command_line_keys", "check_optional_packages", "check_settings"]
 
 # monai.bundle run's own arguments, never config keys
 RUN_ARGUMENTS = {"run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file"}
@@ -28,6 +28,16 @@ def _load(path: str) -> Any:
             return yaml.safe_load(f)
     with open(path) as f:
         return json.load(f)
+
+
+def top_level_values(config_files: Sequence[str]) -> dict[str, Any]:
+    """The top-level keys of config files merged in order (a later file wins), with their raw values."""
+    merged: dict[str, Any] = {}
+    for path in config_files:
+        content = _load(path)
+        if isinstance(content, Mapping):
+            merged.update(content)
+    return merged
 
 
 def _ids(config: Any, prefix: str = "") -> set[str]:
