@@ -291,6 +291,8 @@ def _model_settings(
     from monai_stlu.handlers.model_record import read_model_record, record_overrides
     from monai_stlu.utils.settings_check import top_level_values
 
+    if model is not None and not os.path.isfile(model):
+        raise FileNotFoundError(f"{model}: no such model file.")
     record = read_model_record(model) if model else {}
     if method is None:
         method = "stlu"
@@ -326,8 +328,6 @@ def predict(
     configs = _bundle_configs(bundle)
     if not os.path.exists(str(i)):
         raise FileNotFoundError(f"{i}: no such file or folder to segment.")
-    if model is not None and not os.path.isfile(str(model)):
-        raise FileNotFoundError(f"{model}: no such model file.")
     method, recorded = _model_settings(None if model is None else str(model), configs, method, overrides)
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_files(configs, ["inference.json"], method),
            "--input_dir", os.path.abspath(str(i)), "--output_dir", os.path.abspath(str(o))]
@@ -358,8 +358,6 @@ def export(
         print(export.__doc__)
         return 0
     configs = _bundle_configs(bundle)
-    if not os.path.isfile(str(model)):
-        raise FileNotFoundError(f"{model}: no such model file.")
     method, recorded = _model_settings(str(model), configs, method, overrides)
     onnx = str(o).lower().endswith(".onnx")
     cmd = [sys.executable, "-m", "monai.bundle", "onnx_export" if onnx else "ckpt_export", "network_def",

@@ -31,7 +31,7 @@ def write_cases(root, shapes, seed=0):
             f.create_dataset("label", data=label.astype(np.uint8))
         ids.append(f"CASE{i:02d}")
     (root / "train.list").write_text("\n".join(ids) + "\n")
-    (root / "test.list").write_text(ids[0] + "\n")
+    # no test list: training does not read one (a test case among the training cases would be refused)
     return str(root)
 
 
