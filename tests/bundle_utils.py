@@ -35,12 +35,13 @@ def run_bundle(*args: str, cwd=REPO_ROOT, timeout: int = 600, check: bool = True
 
 
 # Source for the kill tests' subprocess scripts: patch_torch_save(kill_at, matches) makes the kill_at-th torch.save
-# whose path matches write part of its file and then die by SIGKILL, as a job killed mid-write would.
+# whose path matches write part of its file and then die by SIGKILL, as a job killed mid-write would (with error, raise
+# it instead, as a write to a full disk fails).
 KILLING_SAVE = """
 import os, signal
 import torch
 
-def patch_torch_save(kill_at, matches=lambda path: True):
+def patch_torch_save(kill_at, matches=lambda path: True, error=None):
     real_save, calls = torch.save, []
 
     def save(obj, f, *args, **kwargs):
@@ -50,6 +51,8 @@ def patch_torch_save(kill_at, matches=lambda path: True):
                 with open(f, "wb") as out:
                     out.write(b"PK" + b"0" * 1000)
                     out.flush()
+                if error:  # torch's own words for a write that the disk refused
+                    raise RuntimeError(error)
                 os.kill(os.getpid(), signal.SIGKILL)
         return real_save(obj, f, *args, **kwargs)
 

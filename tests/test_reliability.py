@@ -131,7 +131,8 @@ KILL_WRAPPER = KILLING_SAVE + textwrap.dedent(
     from ignite.handlers import Checkpoint
 
     Checkpoint._compare_fn = lambda self, new: True
-    patch_torch_save(int(os.environ["KILL_AT_MODEL_WRITE"]), lambda path: path.endswith(".model.pt.partial"))
+    patch_torch_save(int(os.environ["KILL_AT_MODEL_WRITE"]), lambda path: path.endswith(".model.pt.partial"),
+                     os.environ.get("SAVE_ERROR"))
     sys.argv = [os.path.join(os.path.dirname(__import__("monai.bundle").bundle.__file__), "__main__.py")] + sys.argv[1:]
     runpy.run_module("monai.bundle", run_name="__main__")
     """
@@ -151,6 +152,15 @@ def test_a_kill_while_the_best_model_is_saved_keeps_model_pt_and_the_run_resumes
     assert ".model.pt.partial" in os.listdir(models)
     first_best = torch.load(models / "model.pt", weights_only=True)  # the first best model is still there, whole
     assert "backbone.head.weight" in first_best
+    # a full disk at the next best-model save: said as such, naming the file, and the model on disk stays whole
+    full = dict(env, SAVE_ERROR="[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
+                                "data/0: file write failed", KILL_AT_MODEL_WRITE="1")
+    proc = subprocess.run([sys.executable, str(wrapper), *args], cwd=REPO_ROOT, env=full, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 1
+    assert last_line(proc).startswith(f"{models / 'model.pt'} could not be written: no space left on the device ("), \
+        last_line(proc)
+    assert torch.load(models / "model.pt", weights_only=True).keys() == first_best.keys()
     # the same command again resumes (the restored best-model record names model.pt) and finishes
     proc = run_bundle(*args, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -60,7 +60,12 @@ def _raised_here(exc: BaseException) -> bool:
 
 
 def _text(exc: BaseException, with_type: bool) -> str:
-    message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    if isinstance(exc, KeyError) and exc.args:
+        message = str(exc.args[0])  # not its repr
+    elif isinstance(exc, OSError) and exc.strerror and not with_type:
+        message = exc.strerror  # this package's sentence, without "[Errno N] ...: 'file'" around it
+    else:
+        message = str(exc)
     message = " ".join(line.strip() for line in message.splitlines() if line.strip())  # one line, always
     if with_type or not message:
         return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
