@@ -73,9 +73,10 @@ def test_bundle_outside_the_repository_with_the_installed_wheel(wheel_python, bu
     names = layout.get("list_names", ("train.list", "test.list"))
     lists = [a for flag, name in zip(("--train_list", "--test_list", "--val_list"), names) for a in (flag, name)]
     configs = work / bundle / "configs"
-    small = ["--n_filters", "4", "--patch_size", "[32,32,32]", "--val_stride", "[16,16,16]", "--eval_stride", "[16,16,16]",
-             "--progress", "false", "--amp", "false"]
-    common = ["--dataset_dir", tmp_path / "data", *lists, "--num_labeled", "2", "--num_val", "1", *small]
+    small = ["--n_filters", "4", "--patch_size", "[32,32,32]", "--eval_stride", "[16,16,16]", "--progress", "false",
+             "--amp", "false"]  # inference keys; training validates at val_stride too
+    common = ["--dataset_dir", tmp_path / "data", *lists, "--num_labeled", "2", "--num_val", "1", *small,
+              "--val_stride", "[16,16,16]"]
     bundle_cmd = [wheel_python, "-m", "monai.bundle"]
     train = f"['{configs / 'train.json'}','{configs / 'quick.json'}']"
     _run([*bundle_cmd, "run", "training", "--config_file", train, *common, "--max_iterations", "2", "--val_interval", "2"],
