@@ -206,15 +206,26 @@ def test_bad_settings_and_splits_end_with_one_sentence(synth, tmp_path):
          f"{os.path.join(synth, 'train.list')}: no unlabeled case is left"),
         (train_args(overlap, tmp_path / "5"),
          f"{overlap / 'test.list'}: 1 test case(s) are also unlabeled cases (SYNTH0005)"),
+        (train_args(synth, tmp_path / "6", "--patch_size", "[60,64,48]"),
+         "patch_size [60, 64, 48] does not suit STLUNet: every size must be a positive multiple of 16"),
+        (train_args(synth, tmp_path / "7", "--num_labeled", "20"),
+         f"{os.path.join(synth, 'train.list')}: 8 training cases cannot give 20 labeled + 1 validation cases."),
     ]
+    # a config file that does not exist: MONAI reads the files before monai_stlu is imported, so its own message ends
+    # the output (documented; monai_stlu train --config checks the files first)
+    missing = ["run", "training", "--config_file", config_list("stlu_la", "train.json", "methods/stlu_net.json"),
+               "--dataset_dir", str(synth), "--bundle_root", str(tmp_path / "8")]
     procs = [subprocess.Popen([sys.executable, "-m", "monai.bundle", *args], cwd=REPO_ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
-             for args, _ in cases]
+             for args in [a for a, _ in cases] + [missing]]
     for proc, (_, expected) in zip(procs, cases):
         out, err = proc.communicate(timeout=300)
         done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
         assert proc.returncode == 1 and last_line(done).startswith(expected), last_line(done)
+    out, err = procs[-1].communicate(timeout=300)
+    assert procs[-1].returncode != 0 and "Cannot find the config file" in err and "stlu_net.json" in err
     assert not list(tmp_path.glob("*/models/*")) and not list(tmp_path.glob("*/models/.run.lock"))
+    assert not list(tmp_path.glob("*/eval/*"))  # nothing cached, trained or written
 
 
 @pytest.mark.slow
