@@ -109,7 +109,8 @@ def explain(exc: BaseException) -> str:
     chain = exception_chain(exc)
     for e in reversed(chain):
         if _raised_here(e):
-            return _text(e, with_type=not isinstance(e, _SENTENCE_TYPES))
+            sentence = isinstance(e, _SENTENCE_TYPES) and " " in str(e).strip()  # KeyError('x') from a bug is no sentence
+            return _text(e, with_type=not sentence)
     for e in reversed(chain):
         sentence = _foreign(e)
         if sentence:
