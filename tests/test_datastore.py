@@ -28,6 +28,14 @@ def test_datastore_unlabeled_are_the_studies_without_label(tmp_path):
     # none beside them, or not wanted: the labeled images stand in, without their labels
     off = unlabeled_cases(labeled, val, {"dataset_dir": "/nowhere"}, use_unlabeled=False)
     assert [c["image"] for c in off] == [d["image"] for d in labeled] and all("label" not in c for c in off)
+    # one unlabeled study for batches of 2 (MONAI Label answered HTTP 500): topped up with a labeled image
+    one = unlabeled_cases(labeled, [], {"dataset_dir": "/nowhere"}, batch_size=2)
+    assert [c["id"] for c in one][:3] == ["s2", "s3", "s4"] and len(one) == 4  # s2..s5: enough, nothing added
+    _studies(tmp_path / "small", 3)
+    small = [{"image": str(tmp_path / "small" / f"s{i}.nii.gz"), "label": "x"} for i in range(2)]
+    topped = unlabeled_cases(small, [], {"dataset_dir": "/nowhere"}, batch_size=2)
+    assert [c["image"] for c in topped] == [str(tmp_path / "small" / "s2.nii.gz"), small[0]["image"]]
+    assert all("label" not in c for c in topped)
     assert epoch_length(labeled, 2, 500) == 1 and epoch_length(labeled * 3, 4, 500) == 2
     assert epoch_length(labeled, 2, 500, iterations_per_epoch=7) == 7
 

@@ -42,6 +42,7 @@ def unlabeled_cases(
     val: Sequence[Mapping[str, Any]] | None,
     split_args: Mapping[str, Any],
     use_unlabeled: bool = True,
+    batch_size: int = 1,
 ) -> list[dict]:
     """The unlabeled training images.
 
@@ -56,6 +57,8 @@ def unlabeled_cases(
         val: the validation list (``validate#dataset#data``), kept out of the unlabeled set.
         split_args: the bundle's split arguments (``split_args``).
         use_unlabeled: take the datastore's unlabeled images (MONAI Label's ``use_unlabeled`` option).
+        batch_size: the unlabeled batch size: a datastore with fewer unlabeled images than one batch has them topped
+            up with labeled images (without their labels), so that a batch can be drawn.
 
     Returns:
         ``[{"image": path, "id": name}]``.
@@ -87,7 +90,13 @@ def unlabeled_cases(
         )
         return [{"image": d["image"], "id": case_id(_path(d))} for d in labeled]
     logger.info("datastore training: %d labeled, %d unlabeled images.", len(labeled), len(found))
-    return [{"image": f, "id": case_id(f)} for f in found]
+    cases = [{"image": f, "id": case_id(f)} for f in found]
+    if len(cases) < int(batch_size):  # one study short of a batch would leave the unlabeled loader empty
+        extra = [{"image": d["image"], "id": case_id(_path(d))} for d in labeled][: int(batch_size) - len(cases)]
+        logger.warning("%d unlabeled image(s) for batches of %d: topped up with %d labeled image(s), without labels.",
+                       len(cases), int(batch_size), len(extra))
+        cases += extra
+    return cases
 
 
 def epoch_length(labeled: Sequence[Mapping[str, Any]], batch_size: int, val_interval: int, iterations_per_epoch: int = 0) -> int:
