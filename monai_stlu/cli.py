@@ -241,8 +241,8 @@ def train(
     launcher = [sys.executable, "-m", "monai.bundle"]
     if int(nproc_per_node) > 1:  # multi_gpu_train.json comes after the method's file, which it builds on
         extra = [os.path.join(configs, "multi_gpu_train.json")] + extra
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(int(nproc_per_node)), "-m",
-                    "monai.bundle"]
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                    str(int(nproc_per_node)), "-m", "monai.bundle"]  # standalone: a free port, runs never collide
     cmd = launcher + ["run", "training", "--config_file", _config_files(configs, names, method, extra)]
     if dataset_dir is not None:
         cmd += ["--dataset_dir", os.path.abspath(str(dataset_dir))]

@@ -11,6 +11,9 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+if os.environ.get("PYTEST_XDIST_WORKER"):  # parallel workers (pytest -n N): one thread each, and their subprocesses
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 if str(REPO_ROOT) not in sys.path:  # the benchmarks package (its reference window loop) is imported by tests
     sys.path.insert(0, str(REPO_ROOT))
 SHARED_LA = Path(os.environ.get("STLU_SHARED_LA", REPO_ROOT.parent / "shared" / "data" / "LA"))
