@@ -284,10 +284,11 @@ def training_summary(ckpt_dir: str) -> str:
 
 def _model_settings(
     model: str | None, configs: str, method: str | None, overrides: dict[str, Any]
-) -> tuple[str, list[str]]:
+) -> tuple[str, list[str], dict[str, Any]]:
     """The method and the ``--key value`` settings that rebuild the network of a model file from the record it
     carries (:py:mod:`monai_stlu.handlers.model_record`): the method whose override file builds the recorded method,
-    and each recorded setting that the bundle's inference config holds as a plain value and the user did not give."""
+    and each recorded setting that the bundle's inference config holds as a plain value and the user did not give
+    (and the record itself)."""
     from monai_stlu.handlers.model_record import read_model_record, record_overrides
     from monai_stlu.utils.settings_check import top_level_values
 
@@ -302,7 +303,7 @@ def _model_settings(
                 method = os.path.basename(path)[:-5]
     values = top_level_values([os.path.join(configs, "inference.json")])
     plain = {k for k, v in values.items() if not (isinstance(v, str) and v.startswith(("$", "@", "%")))}
-    return method, record_overrides(record, plain - set(overrides))
+    return method, record_overrides(record, plain - set(overrides)), record
 
 
 def predict(
@@ -328,7 +329,7 @@ def predict(
     configs = _bundle_configs(bundle)
     if not os.path.exists(str(i)):
         raise FileNotFoundError(f"{i}: no such file or folder to segment.")
-    method, recorded = _model_settings(None if model is None else str(model), configs, method, overrides)
+    method, recorded, _ = _model_settings(None if model is None else str(model), configs, method, overrides)
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_files(configs, ["inference.json"], method),
            "--input_dir", os.path.abspath(str(i)), "--output_dir", os.path.abspath(str(o))]
     if model is not None:
@@ -358,16 +359,14 @@ def export(
         print(export.__doc__)
         return 0
     configs = _bundle_configs(bundle)
-    method, recorded = _model_settings(str(model), configs, method, overrides)
+    method, recorded, record = _model_settings(str(model), configs, method, overrides)
     onnx = str(o).lower().endswith(".onnx")
     cmd = [sys.executable, "-m", "monai.bundle", "onnx_export" if onnx else "ckpt_export", "network_def",
            "--filepath", os.path.abspath(str(o)), "--ckpt_file", os.path.abspath(str(model)),
            "--meta_file", os.path.join(configs, "metadata.json"),
            "--config_file", _config_files(configs, ["inference.json"], method)]
     if onnx:  # the window the network was trained on, any batch size
-        from monai_stlu.handlers.model_record import read_model_record
-
-        settings = read_model_record(str(model)).get("settings", {})
+        settings = record.get("settings", {})
         if "patch_size" in settings and "input_shape" not in overrides:
             cmd += ["--input_shape", repr([1, int(settings.get("in_channels", 1)), *settings["patch_size"]])]
         if "converter_kwargs" not in overrides:

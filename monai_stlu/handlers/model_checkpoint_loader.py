@@ -11,7 +11,7 @@ from monai.handlers import CheckpointLoader
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_stlu.handlers.checkpoint_fit import MODEL_WAYS_OUT, check_checkpoint_fits
-from monai_stlu.handlers.model_record import read_model_record, record_overrides
+from monai_stlu.handlers.model_record import model_record_of, record_overrides
 
 Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
@@ -58,7 +58,7 @@ class ModelCheckpointLoader(CheckpointLoader):
                 "short) or not a weights file; copy it again or train again."
             ) from e
         if self.strict:
-            record = read_model_record(self.load_path)
+            record = model_record_of(checkpoint)  # read once, above
             settings = " ".join(record_overrides(record))
             ways_out = MODEL_WAYS_OUT if not settings else (
                 f"build the network it records (the {record.get('method', '?')} method's file, and {settings}), or "

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["RECORD_KEY", "attach_model_record", "read_model_record", "record_overrides"]
+__all__ = ["RECORD_KEY", "attach_model_record", "model_record_of", "read_model_record", "record_overrides"]
 
 RECORD_KEY = "monai_stlu"
 
@@ -37,6 +37,13 @@ def attach_model_record(state_dict: Mapping, record: Mapping[str, Any]) -> Mappi
     return state_dict
 
 
+def model_record_of(state: Mapping) -> dict[str, Any]:
+    """The record of a state dict already loaded (``{}`` without one)."""
+    metadata = getattr(state, "_metadata", None) or {}
+    record = metadata.get("", {}).get(RECORD_KEY, {})
+    return dict(record) if isinstance(record, Mapping) else {}
+
+
 def read_model_record(path: str) -> dict[str, Any]:
     """The record of the model file ``path`` (``{}`` for a file without one, or one that cannot be read: the
     loaders report those themselves)."""
@@ -44,9 +51,7 @@ def read_model_record(path: str) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # missing, truncated or foreign: not this function's to report
         return {}
-    metadata = getattr(state, "_metadata", None) or {}
-    record = metadata.get("", {}).get(RECORD_KEY, {})
-    return dict(record) if isinstance(record, Mapping) else {}
+    return model_record_of(state)
 
 
 def record_overrides(record: Mapping[str, Any], keys: set[str] | None = None) -> list[str]:

@@ -9,8 +9,9 @@ import functools
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 
-__all__ = ["bundle_root", "config_files_from_argv", "source_commit"]
+__all__ = ["argv_value", "bundle_root", "config_files_from_argv", "source_commit"]
 
 
 def _root_from_config_path(path: str) -> str:
@@ -21,23 +22,28 @@ def _root_from_config_path(path: str) -> str:
     return os.path.dirname(folder) if os.path.basename(folder) == "configs" else folder
 
 
+def argv_value(argv: Sequence[str], flag: str) -> str | None:
+    """The value of ``flag`` on a command line (``--flag value`` or ``--flag=value``; the first), or None."""
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def config_files_from_argv(argv: list[str]) -> list[str]:
     """The config files named by the first ``--config_file`` (else ``--meta_file``) argument, a path or a list."""
     for flag in ("--config_file", "--meta_file"):
-        for i, arg in enumerate(argv):
-            value = None
-            if arg == flag and i + 1 < len(argv):
-                value = argv[i + 1]
-            elif arg.startswith(flag + "="):
-                value = arg.split("=", 1)[1]
-            if value:
-                try:
-                    parsed = ast.literal_eval(value)
-                except (ValueError, SyntaxError):
-                    parsed = value
-                files = [parsed] if isinstance(parsed, str) else list(parsed)
-                if files:
-                    return [str(f) for f in files]
+        value = argv_value(argv, flag)
+        if value:
+            try:
+                parsed = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                parsed = value
+            files = [parsed] if isinstance(parsed, str) else list(parsed)
+            if files:
+                return [str(f) for f in files]
     return []
 
 

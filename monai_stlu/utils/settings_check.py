@@ -12,7 +12,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from monai_stlu.utils.bundle import config_files_from_argv
+from monai_stlu.utils.bundle import argv_value, config_files_from_argv
 
 __all__ = ["top_level_values", "unknown_override_keys", "check_command_line_keys", "check_optional_packages", "check_settings"]
 
@@ -100,15 +100,6 @@ def _is_bundle_command(argv: Sequence[str]) -> bool:
     return len(argv) >= 2 and argv[0].replace(os.sep, "/").endswith("monai/bundle/__main__.py")
 
 
-def _argument(argv: Sequence[str], flag: str) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg == flag and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
 def check_optional_packages(argv: Sequence[str] | None = None) -> None:
     """Refuse, before any start-up work, a ``monai.bundle`` command that needs an optional package that is missing:
     ``onnx_export`` (onnx, onnxscript) and ``--tracking mlflow`` (mlflow), naming the pip command.
@@ -122,7 +113,7 @@ def check_optional_packages(argv: Sequence[str] | None = None) -> None:
     needs = []
     if argv[1] == "onnx_export":
         needs += [("onnx", "onnx", "onnx_export"), ("onnxscript", "onnx", "onnx_export")]
-    if _argument(argv, "--tracking") == "mlflow":
+    if argv_value(argv, "--tracking") == "mlflow":
         needs += [("mlflow", "mlflow", "--tracking mlflow")]
     missing = [(module, extra, what) for module, extra, what in needs if importlib.util.find_spec(module) is None]
     if missing:
@@ -136,7 +127,7 @@ def check_optional_packages(argv: Sequence[str] | None = None) -> None:
 def _tracking_configs(argv: Sequence[str]) -> list[Mapping]:
     """With ``--tracking``, the config keys its settings add (``tracking_uri``, ``experiment_name``, ...): MONAI's
     settings for a named tool, or the user's settings file."""
-    tracking = _argument(argv, "--tracking")
+    tracking = argv_value(argv, "--tracking")
     if not tracking:
         return []
     if os.path.isfile(tracking):
