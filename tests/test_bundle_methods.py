@@ -13,7 +13,7 @@ from bundle_utils import config_list, method_args, run_bundle
 from conftest import REPO_ROOT, shared_la_dir
 
 CONFIGS = REPO_ROOT / "bundles" / "stlu_la" / "configs"
-METHODS = ["supervised", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "stlu"]
+METHODS = ["supervised", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "dtc", "sassnet", "ssnet", "dan", "stlu"]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
@@ -45,6 +45,8 @@ def test_method_trains_evaluates_exports(method, tmp_path):
         assert any(k.startswith("teacher.") for k in ckpt["method"])
     if method == "cps":
         assert any(k.startswith("network_b.") for k in ckpt["method"])
+    if method in ("sassnet", "dan"):  # the discriminator and its Adam state resume with the run
+        assert any(k.startswith("discriminator.") for k in ckpt["method"]) and "_extra_state" in ckpt["method"]
 
     run_bundle("run", "--config_file", config_list("stlu_la", "train.json", "quick.json", f"methods/{method}.json",
                                                     "evaluate.json"), *common, "--num_eval_cases", "1")

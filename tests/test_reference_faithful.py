@@ -97,8 +97,13 @@ def test_step_and_poly_factors_match_the_reference_updates():
     bcp = StepDecay(2500, start=2000)
     assert bcp(1999) == 1.0 and bcp(2000) == 1.0 and bcp(4499) == 1.0 and bcp(4500) == pytest.approx(0.1)
     poly = PolyDecay(15000)
-    for it in (0, 1, 7500, 14999, 15000, 16000):
-        assert poly(it) == pytest.approx(max(1 - it / 15000, 0) ** 0.9)  # SSL4MIS: (1 - iter_num / max) ** 0.9
+    # SSL4MIS's loop: iteration iter_num steps with the current rate, then sets base * (1 - iter_num / max) ** 0.9
+    used, lr = [], 1.0
+    for iter_num in range(15002):
+        used.append(lr)
+        lr = (1.0 - iter_num / 15000) ** 0.9 if iter_num <= 15000 else 0.0
+    for it in (0, 1, 2, 3, 7500, 14999, 15000, 15001):
+        assert poly(it) == pytest.approx(used[it], abs=1e-12), it
 
 
 def test_iteration_lr_handler_schedules_every_group_and_resumes():

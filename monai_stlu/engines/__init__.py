@@ -1,10 +1,15 @@
 from __future__ import annotations
 
 from .methods import (
+    AdversarialMethod,
     BCPMethod,
     CPSMethod,
+    DANMethod,
+    DTCMethod,
     MCNetPlusMethod,
     MeanTeacherMethod,
+    SASSNetMethod,
+    SSNetMethod,
     SemiSupervisedMethod,
     STLUMethod,
     SupervisedMethod,

@@ -42,6 +42,8 @@ class RampUpHandler:
         start_value: the value the ramp starts from.
         ramp_length: the ramp length ``T`` in steps.
         iterations_per_step: iterations per ramp step.
+        iteration_offset: added to the 0-based iteration before the division: 1 for a reference that computes its
+            weight after incrementing its counter (SS-Net's ``iter_num // 150`` follows ``iter_num += 1``).
 
     Raises:
         TypeError: when ``attribute`` is not a string.
@@ -57,6 +59,7 @@ class RampUpHandler:
         start_value: float = 0.0,
         ramp_length: float = 40,
         iterations_per_step: int = 150,
+        iteration_offset: int = 0,
     ) -> None:
         if attribute is not None and not isinstance(attribute, str):
             raise TypeError(f"attribute must be a str or None, got {type(attribute).__name__}.")
@@ -70,6 +73,7 @@ class RampUpHandler:
         self.start_value = float(start_value)
         self.ramp_length = ramp_length
         self.iterations_per_step = int(iterations_per_step)
+        self.iteration_offset = int(iteration_offset)
 
     @staticmethod
     def _check(target: Any, attribute: str | None) -> None:
@@ -91,7 +95,7 @@ class RampUpHandler:
 
     def value(self, iteration: int) -> float:
         """The value for the 0-based ``iteration``."""
-        return ramp_value(iteration, self.end_value, self.start_value, self.ramp_length, self.iterations_per_step)
+        return ramp_value(iteration + self.iteration_offset, self.end_value, self.start_value, self.ramp_length, self.iterations_per_step)
 
     def __call__(self, engine: Engine) -> None:
         if self.attribute is not None:

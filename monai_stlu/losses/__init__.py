@@ -4,3 +4,5 @@ from .pseudo_label_loss import SymmetricPseudoLabelLoss
 from .seg_dice_loss import SegDiceLoss
 from .seg_dice_ce_loss import SegDiceCELoss
 from .masked_dice_loss import MaskedDiceLoss
+from .sdf_loss import SDFLoss, normalized_sdf
+from .vat_loss import VATLoss, binary_dice_distance, frozen_bn_stats

@@ -8,9 +8,10 @@ __all__ = ["PolyDecay"]
 
 
 class PolyDecay:
-    """``factor(i) = (1 - (i - start) / (max_iterations - start)) ** power``, clipped at 0, and 1 before ``start``:
-    SSL4MIS sets ``lr = base_lr * (1 - iter_num / max_iterations) ** 0.9`` after every iteration.
-
+    """``factor(i) = (1 - max(i - start - 1, 0) / (max_iterations - start)) ** power`` for the 0-based iteration
+    ``i`` (clipped at 0; 1 before ``start``): SSL4MIS sets ``lr = base_lr * (1 - iter_num / max_iterations) ** 0.9``
+    *after* iteration ``iter_num``, so iterations 0 and 1 run at ``base_lr`` and iteration ``i >= 1`` at
+    ``(1 - (i - 1) / max_iterations) ** 0.9``.
     Use as ``torch.optim.lr_scheduler.LambdaLR(optimizer, PolyDecay(15000))`` stepped once per iteration.
 
     Reference:
@@ -30,5 +31,5 @@ class PolyDecay:
     def __call__(self, iteration: int) -> float:
         if iteration < self.start:
             return 1.0
-        done = (iteration - self.start) / (self.max_iterations - self.start)
+        done = max(iteration - self.start - 1, 0) / (self.max_iterations - self.start)
         return max(1.0 - done, 0.0) ** self.power

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
 from .base import SemiSupervisedMethod
+from .adversarial import AdversarialMethod
 from .bcp import BCPMethod, region_loss
 from .cps import CPSMethod
+from .dan import DANMethod
+from .dtc import DTCMethod, heaviside
 from .mcnet_plus import MCNetPlusMethod
 from .mean_teacher import MeanTeacherMethod
+from .sassnet import SASSNetMethod
+from .ssnet import SSNetMethod
 from .stlu import STLUMethod
 from .supervised import SupervisedMethod
 from .ua_mt import UAMTMethod
