@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import glob
 import os
 import shlex
@@ -122,6 +123,21 @@ def generate_bundles(check: bool = False, bundles_dir: str | None = None) -> int
     if check and changed:
         raise SystemExit(f"{len(changed)} generated bundle files are out of date: run python -m monai_stlu generate_bundles")
     return len(changed)
+
+
+def release_bundle(bundle: str, o: str, weights: str | None = None, overwrite: bool = False) -> str:
+    """Build a Model Zoo release of a bundle into the zoo-shaped folder ``o`` (``o/models/<bundle>`` and its unit test
+    ``o/ci/unit_tests/test_<bundle>.py``; ``o`` may be a model-zoo checkout): the bundle carries this package in
+    ``scripts/`` and requires only packages a public index serves. ``--weights`` ships a trained ``model.pt``."""
+    from monai_stlu.bundle.release import release_bundle as release
+
+    dest = release(bundle, o, weights=weights, overwrite=overwrite)
+    with open(os.path.join(dest, "configs", "metadata.json")) as f:
+        requires = json.load(f)["required_packages_version"]
+    print(f"released {bundle} to {dest} (code in scripts/monai_stlu; requires {', '.join(sorted(requires))}"
+          f"{'; weights models/model.pt' if weights else '; no weights: pass --weights models/model.pt'}); "
+          f"zoo unit test: {os.path.join(o, 'ci', 'unit_tests', f'test_{os.path.basename(dest)}.py')}")
+    return dest
 
 
 def _bundle_configs(bundle: str) -> str:
@@ -489,6 +505,7 @@ def main() -> None:
 
     commands: dict[str, Any] = {
         "synth": _command(synth), "check": _command(check), "generate_bundles": _command(generate_bundles),
+        "release_bundle": _command(release_bundle),
         "train": _command(train, exit_status=True), "predict": _command(predict, exit_status=True),
         "export": _command(export, exit_status=True),
         "evaluate": _command(evaluate), "plot": _command(plot),

@@ -75,10 +75,10 @@ def test_verify_bundle_full(bundle, tmp_path):
 
 @pytest.mark.parametrize("bundle", ["stlu_la", "stlu_pancreas", "stlu_brats"])
 def test_zoo_unit_test_runner(bundle, tmp_path):
-    """The zoo-style unit test of the bundle (tests/model_zoo_unittest_template.py as ci/unit_tests/test_<bundle>.py)
+    """The zoo-style unit test of the bundle (monai_stlu/bundle/zoo_unit_test.template as ci/unit_tests/test_<bundle>.py)
     passes under the zoo's own runner."""
     root = _zoo_with(bundle, tmp_path)
-    template = (Path(__file__).with_name("model_zoo_unittest_template.py")).read_text()
+    template = (REPO_ROOT / "monai_stlu" / "bundle" / "zoo_unit_test.template").read_text()
     (tmp_path / "ci" / "unit_tests" / f"test_{bundle}.py").write_text(
         template.replace('BUNDLE = "stlu_la"', f'BUNDLE = "{bundle}"'))
     env = dict(os.environ, PYTHONWARNINGS="ignore")
