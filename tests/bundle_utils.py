@@ -58,3 +58,11 @@ def patch_torch_save(kill_at, matches=lambda path: True, error=None):
 
     torch.save = save
 """
+
+
+def quick_subset(values, quick):
+    """``values`` as pytest parameters, those not in ``quick`` marked ``long`` (the long suite CI runs after the
+    README's quick test command): the quick suite keeps a representative few of a sweep."""
+    import pytest
+
+    return [pytest.param(v, marks=() if v in quick else pytest.mark.long) for v in values]

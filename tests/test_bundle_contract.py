@@ -36,6 +36,7 @@ def mismatch_line(log: str) -> str:
     return next(x for x in log.splitlines() if x.startswith("monai_stlu.handlers.checkpoint_fit.CheckpointMismatchError:"))
 
 
+@pytest.mark.long
 def test_methods_one_after_another_keep_their_own_models(synth, tmp_path):
     train(tmp_path, synth)  # STLU-Net: the bundle's own model, models/model.pt
     stlu_model = (tmp_path / "models" / "model.pt").read_bytes()
@@ -149,6 +150,7 @@ def test_override_file_edits_a_handler_by_id(synth, tmp_path):
     assert len(gammas) == 2 and gammas[0] == pytest.approx(0.25 * 2.718281828 ** -5, abs=5e-5)  # 4 decimals logged
 
 
+@pytest.mark.long
 def test_mlflow_tracking_reaches_a_local_store(synth, tmp_path):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient

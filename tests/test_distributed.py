@@ -15,6 +15,8 @@ import torch
 from conftest import REPO_ROOT
 from monai_stlu.data import write_synthetic_la
 
+pytestmark = pytest.mark.long  # the long suite (CI runs it after the README's quick test command)
+
 CONFIGS = REPO_ROOT / "bundles" / "stlu_la" / "configs"
 
 

@@ -24,6 +24,8 @@ import pytest
 from conftest import REPO_ROOT
 from venv_utils import cached_venv
 
+pytestmark = pytest.mark.long  # the long suite (CI runs it after the README's quick test command)
+
 REQUIREMENTS = Path(__file__).with_name("monailabel_requirements.txt")
 LABELED, UNLABELED = 3, 2
 BUNDLES = ("stlu_la", "stlu_pancreas", "stlu_brats")

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO_ROOT, shared_la_dir
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.long, pytest.mark.integration, pytest.mark.slow]
 TINY = ["--max_iterations", "2", "--val_interval", "2", "--patch_size", "[64,64,48]", "--n_filters", "4",
         "--val_stride", "[64,64,48]", "--eval_stride", "[64,64,48]", "--num_labeled", "2",
         "--val_ids", "['3DA0T2V6JJ2NLUAV6FWM']", "--pseudo_quality_cases", "1", "--ramp_iterations", "1"]

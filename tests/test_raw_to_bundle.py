@@ -130,6 +130,7 @@ def pancreas_data(tmp_path_factory):
     return root
 
 
+@pytest.mark.long
 def test_pancreas_from_dicom_trains_exports_and_segments_a_raw_series(pancreas_data, tmp_path):
     common = ["--bundle_root", str(tmp_path), "--dataset_dir", str(pancreas_data / "Pancreas"),
               "--train_list", "train.list", "--test_list", "test.list", "--num_labeled", "2", "--num_val", "0", *TRAIN_SMALL]
@@ -171,6 +172,7 @@ def _onnx_parity(bundle: str, model, onnx_path, in_channels: int = 1, extra=()) 
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.long
 def test_brats_two_sequences_convert_train_and_segment_raw_cases(tmp_path):
     """``--modalities flair,t2``: the converter writes both sequences, the bundle stacks them as two input
     channels, and raw cases (one folder per case, one file per sequence) are grouped and segmented."""

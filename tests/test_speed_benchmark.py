@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO_ROOT, shared_la_dir
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.long, pytest.mark.integration, pytest.mark.slow]
 
 
 def run_speed(tmp_path, *args):

@@ -17,6 +17,8 @@ from conftest import REPO_ROOT
 from monai_stlu.data import SYNTHETIC_LAYOUTS
 from venv_utils import cached_venv
 
+pytestmark = pytest.mark.long  # the long suite (CI runs it after the README's quick test command)
+
 
 
 def _run(cmd, cwd, env=None, timeout=900) -> subprocess.CompletedProcess:
