@@ -29,7 +29,10 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "bundles", "stlu_la", "configs")
-METHODS = ("supervised", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "dtc", "sassnet", "ssnet", "dan", "stlu")
+METHODS = (
+    "supervised", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "dtc", "sassnet", "ssnet", "dan", "urpc",
+    "cct", "ict", "mcnet", "stlu",
+)
 #: dense bf16/fp16 tensor-core peaks in TFLOP/s (vendor figures, without sparsity)
 KNOWN_PEAKS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 

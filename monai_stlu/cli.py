@@ -235,7 +235,8 @@ def train(
     Args:
         bundle: ``stlu_la``, ``stlu_pancreas``, ``stlu_brats`` or a bundle folder.
         method: ``stlu``, ``supervised``, ``mean_teacher``, ``ua_mt``, ``cps``, ``mcnet_plus``, ``bcp``, ``dtc``,
-            ``sassnet``, ``ssnet`` or ``dan`` (a file in the bundle's ``configs/methods``).
+            ``sassnet``, ``ssnet``, ``dan``, ``urpc``, ``cct``, ``ict`` or ``mcnet`` (a file in the bundle's
+            ``configs/methods``).
         num_labeled: labeled cases (default: the bundle's).
         dataset_dir: the data folder (default: the bundle's, or its environment variable).
         output: folder for ``models/`` and ``eval/`` (default: inside the bundle), one sub-folder per method.

@@ -21,7 +21,10 @@ from monai_stlu.bundle import generate_bundle, generate_bundles
 from monai_stlu.data import SYNTHETIC_LAYOUTS, h5_split, write_synthetic_la
 
 BUNDLES = REPO_ROOT / "bundles"
-METHODS = ["supervised", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "dtc", "sassnet", "ssnet", "dan", "stlu"]
+METHODS = [
+    "supervised", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "dtc", "sassnet", "ssnet", "dan", "urpc",
+    "cct", "ict", "mcnet", "stlu",
+]
 LAYOUTS = {b: SYNTHETIC_LAYOUTS[b] for b in ("stlu_pancreas", "stlu_brats")}  # the generated bundles' layouts
 
 

@@ -13,7 +13,10 @@ from bundle_utils import config_list, method_args, quick_subset, run_bundle
 from conftest import REPO_ROOT, shared_la_dir
 
 CONFIGS = REPO_ROOT / "bundles" / "stlu_la" / "configs"
-METHODS = ["supervised", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "dtc", "sassnet", "ssnet", "dan", "stlu"]
+METHODS = [
+    "supervised", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "dtc", "sassnet", "ssnet", "dan", "urpc",
+    "cct", "ict", "mcnet", "stlu",
+]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
@@ -41,7 +44,7 @@ def test_method_trains_evaluates_exports(method, tmp_path):
     models, evals = tmp_path / "models" / sub, tmp_path / "eval" / sub
     ckpt = torch.load(next(models.glob("checkpoint_*.pt")), weights_only=True)
     assert ckpt["run_info"]["method"].lower().replace("_", "").startswith(method.replace("_", "")[:4])
-    if method in ("mean_teacher", "ua_mt", "bcp"):
+    if method in ("mean_teacher", "ua_mt", "bcp", "ict"):
         assert any(k.startswith("teacher.") for k in ckpt["method"])
     if method == "cps":
         assert any(k.startswith("network_b.") for k in ckpt["method"])

@@ -3,9 +3,11 @@ from __future__ import annotations
 from .methods import (
     AdversarialMethod,
     BCPMethod,
+    CCTMethod,
     CPSMethod,
     DANMethod,
     DTCMethod,
+    ICTMethod,
     MCNetPlusMethod,
     MeanTeacherMethod,
     SASSNetMethod,
@@ -14,5 +16,6 @@ from .methods import (
     STLUMethod,
     SupervisedMethod,
     UAMTMethod,
+    URPCMethod,
 )
 from .semi_supervised_trainer import SemiSupervisedTrainer

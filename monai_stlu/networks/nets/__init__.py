@@ -6,3 +6,5 @@ from .mcnet_plus import MCNetPlus
 from .sdf_vnet import SDFVNet
 from .fc_discriminator import FCDiscriminator
 from .prototype_vnet import PrototypeVNet
+from .cct_vnet import CCTVNet
+from .pyramid_vnet import PyramidVNet

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from monai_stlu.networks.layers.guarded_conv import GuardedConv3d
-from monai_stlu.networks.nets.vnet import DecoderStage, VNet
+from monai_stlu.networks.nets.vnet import VNet
 
 __all__ = ["MCNetPlus"]
 
@@ -55,19 +55,8 @@ class MCNetPlus(nn.Module):
         self.backbone = VNet(
             spatial_dims, in_channels, out_channels, n_filters, normalization, dropout=dropout, dropout_prob=dropout_prob
         )
-        ch = self.backbone.encoder_channels
         conv_t = GuardedConv3d if spatial_dims == 3 else nn.Conv2d
-        self.extra_decoders = nn.ModuleList(
-            [
-                nn.ModuleList(
-                    [
-                        DecoderStage(spatial_dims, ch[k + 1], ch[k], VNet.stage_convs[k], normalization, upsample=mode)
-                        for k in reversed(range(len(ch) - 1))
-                    ]
-                )
-                for mode in modes[1:]
-            ]
-        )
+        self.extra_decoders = nn.ModuleList([self.backbone.build_decoder(mode) for mode in modes[1:]])
         self.extra_heads = nn.ModuleList([conv_t(n_filters, out_channels, kernel_size=1) for _ in modes[1:]])
         drop_t = nn.Dropout3d if spatial_dims == 3 else nn.Dropout2d
         self.head_dropout = drop_t(p=dropout_prob) if dropout else nn.Identity()
@@ -81,10 +70,6 @@ class MCNetPlus(nn.Module):
         """Logits of every decoder, the V-Net decoder first."""
         feats = self.backbone.encode(x)
         outs = [self.backbone.head(self.head_dropout(self.backbone.decode_features(feats)))]
-        n = len(feats)
         for stages, head in zip(self.extra_decoders, self.extra_heads):
-            h = feats[-1]
-            for j, stage in enumerate(stages):
-                h = stage(h, feats[n - 2 - j])
-            outs.append(head(self.head_dropout(h)))
+            outs.append(head(self.head_dropout(self.backbone.run_decoder(stages, feats)[-1])))
         return outs

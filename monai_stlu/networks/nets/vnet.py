@@ -188,17 +188,36 @@ class VNet(nn.Module):
                 for k, n_convs in enumerate(self.stage_convs)
             ]
         )
-        # decoder stage j goes from encoder level (4 - j) to level k = 3 - j, with as many convs as encoder level k
-        self.decoder = nn.ModuleList(
-            [
-                DecoderStage(spatial_dims, channels[k + 1], channels[k], self.stage_convs[k], normalization)
-                for k in reversed(range(len(channels) - 1))
-            ]
-        )
+        self.normalization = normalization
+        self.decoder = self.build_decoder()
         drop_t = nn.Dropout3d if spatial_dims == 3 else nn.Dropout2d
         self.dropout = drop_t(p=dropout_prob) if dropout else nn.Identity()
         conv_t = GuardedConv3d if spatial_dims == 3 else nn.Conv2d
         self.head = conv_t(n_filters, out_channels, kernel_size=1, padding=0)
+
+    def build_decoder(self, upsample: str = "deconv") -> nn.ModuleList:
+        """A decoder for this network's encoder (another one for a multi-decoder network): stage ``j`` goes from
+        encoder level ``4 - j`` to level ``k = 3 - j``, with as many convolutions as encoder level ``k``."""
+        ch = self.encoder_channels
+        return nn.ModuleList(
+            [
+                DecoderStage(self.spatial_dims, ch[k + 1], ch[k], self.stage_convs[k], self.normalization, upsample)
+                for k in reversed(range(len(ch) - 1))
+            ]
+        )
+
+    @staticmethod
+    @torch.jit.unused
+    def run_decoder(stages: nn.ModuleList, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Every stage output of a decoder on the encoder stage outputs, coarse to fine (the last: full size);
+        for training paths (TorchScript compiles :py:meth:`decode_features`)."""
+        x = features[-1]
+        n = len(features)
+        outputs: list[torch.Tensor] = []
+        for j, stage in enumerate(stages):
+            x = stage(x, features[n - 2 - j])
+            outputs.append(x)
+        return outputs
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Return the output of every encoder stage, shallow to deep."""
@@ -212,9 +231,8 @@ class VNet(nn.Module):
     def decode_features(self, features: list[torch.Tensor]) -> torch.Tensor:
         """The last decoder feature map (before dropout and head) from the encoder stage outputs."""
         x = features[-1]
-        n = len(features)
-        for j, stage in enumerate(self.decoder):
-            x = stage(x, features[n - 2 - j])
+        for j, stage in enumerate(self.decoder):  # TorchScript iterates only its own module lists
+            x = stage(x, features[len(features) - 2 - j])
         return x
 
     def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
