@@ -294,26 +294,46 @@ def test_bcp_pseudo_label_keeps_the_largest_component():
     assert int(BCPMethod().pseudo_label(torch.zeros(1, 2, 4, 4, 4) - torch.tensor([0.0, 1.0]).view(1, 2, 1, 1, 1)).sum()) == 0
 
 
-def test_bcp_self_training_starts_from_the_best_pretraining_model(tmp_path):
+def test_bcp_self_training_starts_from_this_runs_best_pretraining_model(tmp_path):
+    from monai.engines import SupervisedEvaluator
+    from monai.handlers import MeanDice, from_engine
+    from monai.transforms import AsDiscreted
+
     torch.manual_seed(3)
-    best = VNet(n_filters=2).state_dict()
-    torch.save(best, tmp_path / "model.pt")
+    torch.save(VNet(n_filters=2).state_dict(), tmp_path / "model.pt")  # another run's model in the folder: not read
     net = VNet(n_filters=2)
-    method = BCPMethod(pretrain_iterations=1, best_model_path=str(tmp_path / "model.pt"))
-    trainer = tiny_trainer(method, net, iterations=2)
-    trainer.optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    seen = {}
+    val_cases = DataLoader(Dataset(sphere_cases(1, seed=5)), batch_size=1)
+    validator = SupervisedEvaluator(
+        "cpu", val_cases, net, postprocessing=AsDiscreted(keys=["pred", "label"], argmax=(True, False), to_onehot=2),
+        key_val_metric={"dice": MeanDice(include_background=False, output_transform=from_engine(["pred", "label"]))},
+    )
+    method = BCPMethod(pretrain_iterations=3, validator=validator)
+    trainer = tiny_trainer(method, net, iterations=4)
+    trainer.optimizer = torch.optim.SGD(net.parameters(), lr=0.5, momentum=0.9)
+    seen, validated = {}, []
+
+    @validator.on(Events.EPOCH_COMPLETED)
+    def snapshot(v):  # every validation's Dice and the network it scored
+        validated.append((v.state.metrics["dice"], {k: t.clone() for k, t in net.state_dict().items()}))
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def validate_like_the_bundle(engine):  # the bundle's ValidationHandler, every 2 iterations here
+        if engine.state.iteration % 2 == 0:
+            validator.run(engine.state.epoch)
 
     @trainer.on(Events.ITERATION_STARTED)
     def record(engine):
-        if engine.state.iteration == 2:  # after the method switched to self-training
+        if engine.state.iteration == 4:  # after the method switched to self-training
             seen["student"] = {k: v.clone() for k, v in net.state_dict().items()}
             seen["momentum"] = len(engine.optimizer.state)
 
     trainer.run()
-    assert method.iteration == 1 and seen["momentum"] == 0  # a fresh optimizer: no momentum carried over
+    assert len(validated) == 3  # iteration 2 (the bundle's), iteration 3 (end of pre-training), iteration 4
+    best = max(validated[:2], key=lambda mv: mv[0])[1]  # the best of the pre-training validations
+    assert method.iteration == 3 and seen["momentum"] == 0  # a fresh optimizer: no momentum carried over
     for k, v in best.items():
-        torch.testing.assert_close(seen["student"][k], v)  # the student started from the best pre-training model
+        torch.testing.assert_close(seen["student"][k], v)  # the student started from this run's best model
+    assert method.best_pretrain is None and method.get_extra_state()["best_pretrain"] is None
     start = dict(zip(dict(net.named_parameters()), [seen["student"][k] for k, _ in net.named_parameters()]))
     for (name, t), s in zip(method.teacher.named_parameters(), net.parameters()):
         # teacher = that model, then one EMA step with the fixed decay 0.99 (no warm-up)

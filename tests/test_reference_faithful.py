@@ -144,7 +144,9 @@ def test_bcp_batches_and_budget():
     cfg = parsed("train.json", "methods/bcp.json")
     assert cfg.get_parsed_content("labeled_batch_size") == 4 and cfg.get_parsed_content("unlabeled_batch_size") == 4
     assert cfg.get_parsed_content("total_iterations") == 17000  # 2,000 pre-training + 15,000 self-training
-    assert cfg.get_parsed_content("method").ema_decay == 0.99
+    assert cfg.get_parsed_content("ema_decay") == 0.99 and cfg.get("method")["ema_decay"] == "@ema_decay"
+    assert "@validate::evaluator" in cfg.get("method")["validator"]  # this run's best pre-training model
+    assert cfg.get_parsed_content("largest_component") is True  # BCP's test_LA.py keeps the largest component
 
 
 # --- augmentation -----------------------------------------------------------------------------------------------

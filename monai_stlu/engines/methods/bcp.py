@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -75,12 +74,14 @@ class BCPMethod(SemiSupervisedMethod):
     as in the reference (``joint_forward=True`` sends them as one batch).
 
     Pre-training: for the first ``pretrain_iterations`` iterations labeled volumes are pasted into each other and
-    trained with ``(CE + Dice) / 2`` of the mixed label. At the first self-training iteration the student and the
-    teacher both start from the best pre-training model (``best_model_path``, the bundle's ``model.pt``, which holds
-    the best validation model so far; the current student if there is none), and the optimizer starts afresh (its
-    momentum buffers are cleared; a ``StepDecay(start=pretrain_iterations)`` schedule restarts the rate). The EMA
-    teacher is then updated after every step with the fixed ``ema_decay`` (0.99). Batches split evenly in halves
-    (4 + 4 in the reference).
+    trained with ``(CE + Dice) / 2`` of the mixed label. The ``validator`` also validates at the end of pre-training,
+    and the method keeps (in memory and in its checkpoint state, so a resumed run has it) the network of the best
+    validation during pre-training: this run's own best pre-training model, never a ``model.pt`` another run left in
+    the folder. At the first self-training iteration the student and the teacher both start from it (from the
+    current student, with a warning, when nothing validated), and the optimizer starts afresh (its momentum buffers
+    are cleared; a ``StepDecay(start=pretrain_iterations)`` schedule restarts the rate). The EMA teacher is then
+    updated after every step with the fixed ``ema_decay`` (0.99). Batches split evenly in halves (4 + 4 in the
+    reference).
 
     Reference:
         Bai Y. et al., "Bidirectional Copy-Paste for Semi-Supervised Medical Image Segmentation", CVPR 2023.
@@ -90,7 +91,7 @@ class BCPMethod(SemiSupervisedMethod):
         mask_ratio: side fraction of the pasted cube.
         u_weight: loss weight of the pseudo-labelled region.
         ema_decay: the EMA's fixed decay.
-        best_model_path: the file holding the best pre-training model (a flat state dict), or None.
+        validator: the bundle's validation evaluator (its key metric selects the best pre-training model), or None.
         pseudo_threshold: foreground probability at which a teacher voxel becomes a pseudo-label.
         largest_component: keep only the largest connected component of each pseudo-label.
         joint_forward: pass both mixed images through the network as one batch (BatchNorm statistics over both).
@@ -102,7 +103,7 @@ class BCPMethod(SemiSupervisedMethod):
         mask_ratio: float = 2.0 / 3.0,
         u_weight: float = 0.5,
         ema_decay: float = 0.99,
-        best_model_path: str | None = None,
+        validator: Any = None,
         pseudo_threshold: float = 0.5,
         largest_component: bool = True,
         joint_forward: bool = False,
@@ -112,7 +113,9 @@ class BCPMethod(SemiSupervisedMethod):
         self.mask_ratio = mask_ratio
         self.u_weight = u_weight
         self.ema_decay = ema_decay
-        self.best_model_path = best_model_path
+        self.validator = validator
+        self.best_pretrain: dict[str, torch.Tensor] | None = None
+        self.best_pretrain_metric: float | None = None
         self.pseudo_threshold = pseudo_threshold
         self.largest_component = largest_component
         self.joint_forward = joint_forward
@@ -120,10 +123,16 @@ class BCPMethod(SemiSupervisedMethod):
         self.teacher: nn.Module | None = None
 
     def attach(self, engine: SemiSupervisedTrainer) -> None:
-        """Create the teacher, track the iteration, start self-training, and register the fixed-decay EMA update."""
+        """Create the teacher, track the iteration, keep the best pre-training model, validate at the end of
+        pre-training, start self-training, and register the fixed-decay EMA update."""
         if self.teacher is None:
             self.teacher = frozen_copy(engine.network)
         engine.add_event_handler(Events.ITERATION_STARTED, self._on_iteration)
+        if self.validator is not None and self.pretrain_iterations > 0:
+            self.validator.add_event_handler(Events.EPOCH_COMPLETED, lambda v: self.record_best(v, engine.network))
+            engine.add_event_handler(
+                Events.ITERATION_COMPLETED(once=self.pretrain_iterations), lambda e: self.validator.run(e.state.epoch)
+            )
         EMATeacherHandler(self.teacher, engine.network, self.ema_decay, self.pretrain_iterations, warmup=False).attach(
             engine
         )
@@ -133,20 +142,38 @@ class BCPMethod(SemiSupervisedMethod):
         if self.iteration == self.pretrain_iterations and self.teacher is not None:
             self.start_self_training(engine.network, engine.optimizer)
 
+    def record_best(self, validator: Any, network: nn.Module) -> None:
+        """After a validation during pre-training: keep a copy of ``network`` when its key metric is the best yet."""
+        if self.iteration >= self.pretrain_iterations:
+            return
+        value = float(validator.state.metrics[validator.state.key_metric_name])
+        if self.best_pretrain_metric is None or value > self.best_pretrain_metric:
+            self.best_pretrain_metric = value
+            self.best_pretrain = {k: v.detach().cpu().clone() for k, v in unwrap(network).state_dict().items()}
+
     def start_self_training(self, network: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        """Load the best pre-training model into the student (when there is one), copy it to the teacher and clear
-        the optimizer's state."""
+        """Load this run's best pre-training model into the student (when one was validated), copy it to the teacher
+        and clear the optimizer's state."""
         log = logging.getLogger(__name__)
-        path = self.best_model_path
-        if path and os.path.isfile(path):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            unwrap(network).load_state_dict(state)
-            log.info(f"BCP self-training starts from the best pre-training model {path}.")
+        if self.best_pretrain is not None:
+            unwrap(network).load_state_dict(self.best_pretrain)
+            log.info(f"BCP self-training starts from this run's best pre-training model (validation "
+                     f"{self.best_pretrain_metric:.4f}).")
         else:
-            log.warning(f"BCP: no best pre-training model at {path}; self-training starts from the current network.")
+            log.warning("BCP: no validation during pre-training; self-training starts from the current network.")
         if self.teacher is not None:
             self.teacher.load_state_dict(unwrap(network).state_dict())
         optimizer.state.clear()
+        self.best_pretrain = None  # not needed any more: checkpoints stay the size of the networks
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The best pre-training model travels with the training checkpoint until self-training starts."""
+        return {"best_pretrain": self.best_pretrain, "best_pretrain_metric": self.best_pretrain_metric}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        if state:
+            self.best_pretrain = state.get("best_pretrain")
+            self.best_pretrain_metric = state.get("best_pretrain_metric")
 
     @staticmethod
     def _halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
