@@ -118,6 +118,8 @@ def time_method(method: str, overrides: dict, warmup: int, timed: int, device: t
         "step_s": statistics.median(steps),
         "timed_iterations": len(totals),
     }
+    result.update(bare_loop(trainer, warmup, timed, device))
+    result["layers_overhead"] = result["s_per_iteration"] / result["bare_s_per_iteration"] - 1.0
     if device.type == "cuda":
         result["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     result["parameters"] = sum(p.numel() for p in trainer.network.parameters())
@@ -126,6 +128,34 @@ def time_method(method: str, overrides: dict, warmup: int, timed: int, device: t
     if peak:
         result["fraction_of_peak"] = result["step_tflop"] / result["step_s"] / peak
     return result
+
+
+def bare_loop(trainer, warmup: int, timed: int, device: torch.device) -> dict:
+    """The same method (network calls and loss), backward and optimizer step in a plain PyTorch loop on tensors already
+    on the device: no engine, loaders, transforms or handlers (EMA updates, discriminator steps, ramps, logging).
+    Beside the trainer's time it shows what our layers add per iteration."""
+    from monai_stlu.utils.fast_path import autocast
+
+    first = next(iter(trainer.data_loader))
+    x = trainer._compute_view(first["image"].to(device))
+    y = torch.as_tensor(first["label"]).to(device)
+    xu = trainer.next_unlabeled() if trainer.method.uses_unlabeled else None
+    network, method, optimizer = trainer.network, trainer.method, trainer.optimizer
+    network.train()
+    method.train()
+    times = []
+    for i in range(warmup + timed):
+        sync(device)
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, enabled=trainer.amp, dtype=trainer.amp_dtype or torch.float32):
+            loss = method(network, x, y, xu)["loss"]
+        loss.backward()
+        optimizer.step()
+        sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return {"bare_s_per_iteration": statistics.median(times)}
 
 
 def step_flops(trainer) -> float:

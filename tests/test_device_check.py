@@ -1,0 +1,37 @@
+"""The GPU slot's one command (benchmarks/device_check.py) runs end to end in its --tiny mode on the CPU, so the GPU
+minutes of a session that gets a machine go to measuring: all four parts write their results, the quality probe
+trains three methods side by side under the time limit and evaluates them, and the output stays small."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.long  # the long suite (CI runs it after the README's quick test command)
+
+
+def test_device_check_tiny_runs_every_part(tmp_path):
+    sys.path.insert(0, str(REPO_ROOT))
+    from benchmarks import device_check
+
+    out = tmp_path / "out"
+    res = device_check.main(["--out", str(out), "--tiny", "--stage", str(tmp_path / "no_stage")])
+    saved = json.loads((out / "device_check.json").read_text())
+    assert saved["total_s"] == res["total_s"] and res["total_s"] < 180
+    assert res["cuda_tests"]["rc"] in (0, 5) and "cuda_tests.log" in os.listdir(out)  # skipped without a GPU
+    assert {r["method"] for r in res["speed"]["methods"]} == {"supervised", "stlu"}
+    timed = res["stlu_timed"]
+    assert timed["iterations"] == 4 and timed["validations"] == 2 and timed["extrapolated_15000_min"] > 0
+    assert timed["extrapolated_15000_min"] == pytest.approx(
+        (15000 * timed["s_per_iteration"] + 30 * timed["s_per_validation"]) / 60, abs=0.1)
+    for method in ("supervised", "mean_teacher", "stlu"):
+        probe = res["probe"][method]
+        assert probe["rc"] == 0 and 0 <= probe["test"]["dice"] <= 1, probe
+    md = (out / "device_check.md").read_text()
+    assert "quality probe" in md and "| stlu |" in md
+    assert sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) < 16 * 2**20
