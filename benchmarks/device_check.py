@@ -131,8 +131,9 @@ def timed_training(data: dict, overrides: dict, iterations: int, work: str) -> d
             "extrapolated_15000_min": round((15000 * per_it + 30 * per_val) / 60, 1)}
 
 
-def quality_probe(args: argparse.Namespace, data: dict, seconds: float, overrides: dict, out: str) -> dict:
-    """The three methods side by side for ``seconds`` of training each, then evaluated on the test list."""
+def quality_probe(args: argparse.Namespace, data: dict, seconds: float, overrides: dict, out: str, deadline: float) -> dict:
+    """The three methods side by side for ``seconds`` of training each, then evaluated on the test list; a method
+    still running at ``deadline`` (``time.perf_counter()``) is stopped and reported as such."""
     work = os.path.join(out, "probe")
     over = ["--max_train_seconds", str(int(seconds)), "--val_interval", str(args.probe_val_interval),
             "--max_iterations", "15000", "--save_predictions", "false"]
@@ -151,7 +152,7 @@ def quality_probe(args: argparse.Namespace, data: dict, seconds: float, override
     result = {}
     for method, (proc, log) in procs.items():
         try:
-            rc = proc.wait(timeout=max(seconds * 3 + 120, 60))
+            rc = proc.wait(timeout=max(deadline - time.perf_counter(), 1))
         except subprocess.TimeoutExpired:
             proc.kill()
             rc = "timeout"
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
             if args.tiny:
                 probe_over.update({"max_iterations": 4})
             res["probe_seconds"] = int(seconds)
-            res["probe"] = quality_probe(args, data, seconds, probe_over, args.out)
+            res["probe"] = quality_probe(args, data, seconds, probe_over, args.out, time.perf_counter() + max(clock.left() - 20, 60))
             record(res, path)
     res["total_s"] = round(args.budget_s - clock.left(), 1)
     record(res, path)
