@@ -134,11 +134,11 @@ def bare_loop(trainer, warmup: int, timed: int, device: torch.device) -> dict:
     """The same method (network calls and loss), backward and optimizer step in a plain PyTorch loop on tensors already
     on the device: no engine, loaders, transforms or handlers (EMA updates, discriminator steps, ramps, logging).
     Beside the trainer's time it shows what our layers add per iteration."""
-    from monai_stlu.utils.fast_path import autocast
+    from monai_stlu.utils.fast_path import as_plain_tensor, autocast
 
     first = next(iter(trainer.data_loader))
     x = trainer._compute_view(first["image"].to(device))
-    y = torch.as_tensor(first["label"]).to(device)
+    y = as_plain_tensor(first["label"]).to(device)  # plain tensors, as the trainer hands them to the method
     xu = trainer.next_unlabeled() if trainer.method.uses_unlabeled else None
     network, method, optimizer = trainer.network, trainer.method, trainer.optimizer
     network.train()
