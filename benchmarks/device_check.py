@@ -131,10 +131,13 @@ def timed_training(data: dict, overrides: dict, iterations: int, work: str) -> d
             "extrapolated_15000_min": round((15000 * per_it + 30 * per_val) / 60, 1)}
 
 
-def quality_probe(args: argparse.Namespace, data: dict, seconds: float, overrides: dict, out: str, deadline: float) -> dict:
+def quality_probe(
+    args: argparse.Namespace, data: dict, seconds: float, overrides: dict, out: str, deadline: float, work: str
+) -> dict:
     """The three methods side by side for ``seconds`` of training each, then evaluated on the test list; a method
-    still running at ``deadline`` (``time.perf_counter()``) is stopped and reported as such."""
-    work = os.path.join(out, "probe")
+    still running at ``deadline`` (``time.perf_counter()``) is stopped and reported as such. Checkpoints stay in
+    ``work``; each run's summary and training log are copied to ``out``."""
+    work = os.path.join(work, "probe")
     over = ["--max_train_seconds", str(int(seconds)), "--val_interval", str(args.probe_val_interval),
             "--max_iterations", "15000", "--save_predictions", "false"]
     for k, v in overrides.items():
@@ -159,6 +162,9 @@ def quality_probe(args: argparse.Namespace, data: dict, seconds: float, override
         log.close()
         done = os.path.join(work, f"{method}_seed0", "done.json")
         summary = json.load(open(done)) if os.path.isfile(done) else {}
+        for name in ("done.json", "train.log"):
+            if os.path.isfile(os.path.join(work, f"{method}_seed0", name)):
+                shutil.copy(os.path.join(work, f"{method}_seed0", name), os.path.join(out, f"probe_{method}_{name}"))
         result[method] = {"rc": rc, "test": summary.get("test"), "train_minutes": summary.get("train_minutes")}
     return result
 
@@ -244,7 +250,8 @@ def main(argv: list[str] | None = None) -> dict:
             if args.tiny:
                 probe_over.update({"max_iterations": 4})
             res["probe_seconds"] = int(seconds)
-            res["probe"] = quality_probe(args, data, seconds, probe_over, args.out, time.perf_counter() + max(clock.left() - 20, 60))
+            deadline = time.perf_counter() + max(clock.left() - 20, 60)
+            res["probe"] = quality_probe(args, data, seconds, probe_over, args.out, deadline, work)
             record(res, path)
     res["total_s"] = round(args.budget_s - clock.left(), 1)
     record(res, path)
