@@ -61,21 +61,22 @@ class PyramidVNet(nn.Module):
             [nn.Upsample(scale_factor=2 ** (levels - 1 - j), mode=mode) for j in range(levels - 1)]
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def decoder_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every decoder stage's output after its dropout, coarse to fine (the last: full resolution)."""
         feats = self.backbone.encode(x)
         h = feats[-1]
+        stages: list[torch.Tensor] = []
         for j, (stage, drop) in enumerate(zip(self.backbone.decoder, self.stage_dropout)):
             h = drop(stage(h, feats[len(feats) - 2 - j]))
-        return self.backbone.head(h)
+            stages.append(h)
+        return stages
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.head(self.decoder_stages(x)[-1])
 
     @torch.jit.unused
     def forward_all(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Logits of every level at the input size, the full-resolution head first."""
-        feats = self.backbone.encode(x)
-        h = feats[-1]
-        stages = []
-        for j, (stage, drop) in enumerate(zip(self.backbone.decoder, self.stage_dropout)):
-            h = drop(stage(h, feats[len(feats) - 2 - j]))
-            stages.append(h)
+        stages = self.decoder_stages(x)
         coarse = [up(head(s)) for s, head, up in zip(stages[:-1], self.aux_heads, self.upsample)]
         return [self.backbone.head(stages[-1]), *coarse[::-1]]
