@@ -125,13 +125,16 @@ def generate_bundles(check: bool = False, bundles_dir: str | None = None) -> int
     return len(changed)
 
 
-def release_bundle(bundle: str, o: str, weights: str | None = None, overwrite: bool = False) -> str:
+def release_bundle(
+    bundle: str, o: str, weights: str | None = None, overwrite: bool = False, backbone: str | None = None
+) -> str:
     """Build a Model Zoo release of a bundle into the zoo-shaped folder ``o`` (``o/models/<bundle>`` and its unit test
     ``o/ci/unit_tests/test_<bundle>.py``; ``o`` may be a model-zoo checkout): the bundle carries this package in
-    ``scripts/`` and requires only packages a public index serves. ``--weights`` ships a trained ``model.pt``."""
+    ``scripts/`` and requires only packages a public index serves. ``--weights`` ships a trained ``model.pt``;
+    ``--backbone dynunet`` (or the weights' recorded backbone) releases that network instead of the V-Net."""
     from monai_stlu.bundle.release import release_bundle as release
 
-    dest = release(bundle, o, weights=weights, overwrite=overwrite)
+    dest = release(bundle, o, weights=weights, overwrite=overwrite, backbone=backbone)
     with open(os.path.join(dest, "configs", "metadata.json")) as f:
         requires = json.load(f)["required_packages_version"]
     print(f"released {bundle} to {dest} (code in scripts/monai_stlu; requires {', '.join(sorted(requires))}"

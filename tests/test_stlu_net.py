@@ -66,8 +66,23 @@ def _two_stream_reference(net: STLUNet, xl: torch.Tensor, xu: torch.Tensor) -> l
             h_drop = net.channel_dropout(h_drop)
         mixed.append(h_mix)
         dropped.append(h_drop)
-    m, d = net.backbone.decode(mixed), net.backbone.decode(dropped)
+    m, d = net.backbone.decode_stages(mixed), net.backbone.decode_stages(dropped)
     return [m[:b], m[b:], d[:b], d[b:]]
+
+
+def assert_streams_match_reference(net: STLUNet, xl: torch.Tensor, xu: torch.Tensor) -> list[torch.Tensor]:
+    """``net(xl, xu)`` against :py:func:`_two_stream_reference` (float64 inputs): outputs and every parameter's
+    gradient under random output gradients. Returns the outputs."""
+    g = [torch.randn(xl.shape[0], 2, *xl.shape[2:], dtype=torch.float64) for _ in range(4)]
+    results = []
+    for fn in (lambda: list(net(xl, xu)), lambda: _two_stream_reference(net, xl, xu)):
+        outs = fn()
+        results.append((outs, torch.autograd.grad(outs, list(net.parameters()), g)))
+    for got, want in zip(results[0][0], results[1][0]):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
+    for got, want in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
+    return results[0][0]
 
 
 @pytest.mark.parametrize("mix_stages", [None, [1, 3], []])
@@ -77,15 +92,7 @@ def test_shared_stages_equal_two_separate_streams(mix_stages):
     torch.manual_seed(4)
     net = STLUNet(n_filters=4, mix_stages=mix_stages, dropout_stages=[2], dropout_prob=0.0).double().train()
     xl, xu = torch.rand(2, 1, 32, 32, 16, dtype=torch.float64), torch.rand(2, 1, 32, 32, 16, dtype=torch.float64)
-    g = [torch.randn(2, 2, 32, 32, 16, dtype=torch.float64) for _ in range(4)]
-    grads = []
-    for fn in (lambda: list(net(xl, xu)), lambda: _two_stream_reference(net, xl, xu)):
-        outs = fn()
-        grads.append((outs, torch.autograd.grad(outs, list(net.parameters()), g)))
-    for got, want in zip(grads[0][0], grads[1][0]):
-        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
-    for got, want in zip(grads[0][1], grads[1][1]):
-        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
+    assert_streams_match_reference(net, xl, xu)
 
 
 def test_bad_stages_and_batches():

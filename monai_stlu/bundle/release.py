@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata as importlib_metadata
 import json
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 
 __all__ = ["MONAI_LABEL_VERSION", "release_bundle", "runtime_requirements", "zoo_requirements"]
 
@@ -69,21 +71,53 @@ def zoo_requirements(metadata: dict) -> list[str]:
     return lines
 
 
-def _add_scripts_import(config_file: str) -> bool:
-    """Put ``"$import scripts"`` before ``"$import monai_stlu"`` in a config's ``imports``; True when changed."""
+def _edit_config(config_file: str, edit: Callable[[dict], bool]) -> bool:
+    """Apply ``edit`` to a JSON config (a dict) and write it back when ``edit`` says it changed it."""
     with open(config_file) as f:
         config = json.load(f)
-    imports = config.get("imports") if isinstance(config, dict) else None
-    if not isinstance(imports, list) or "$import monai_stlu" not in imports or "$import scripts" in imports:
+    if not isinstance(config, dict) or not edit(config):
         return False
-    imports.insert(imports.index("$import monai_stlu"), "$import scripts")
     with open(config_file, "w") as f:
         json.dump(config, f, indent=4)
         f.write("\n")
     return True
 
 
-def release_bundle(bundle: str, zoo_root: str, weights: str | None = None, overwrite: bool = False) -> str:
+def _add_scripts_import(config: dict) -> bool:
+    """Put ``"$import scripts"`` before ``"$import monai_stlu"`` in a config's ``imports``; True when changed."""
+    imports = config.get("imports")
+    if not isinstance(imports, list) or "$import monai_stlu" not in imports or "$import scripts" in imports:
+        return False
+    imports.insert(imports.index("$import monai_stlu"), "$import scripts")
+    return True
+
+
+def _set_backbone(config: dict, backbone: str) -> bool:
+    """Set the ``backbone`` key of a config that builds a network (has the key); True when set."""
+    if "backbone" not in config:
+        return False
+    config["backbone"] = backbone
+    return True
+
+
+def _release_backbone(backbone: str | None, weights: str | None) -> str | None:
+    """The backbone a release is built with: the one asked for, else the weights' recorded one (None: as it is)."""
+    from monai_stlu.handlers.model_record import read_model_record
+    from monai_stlu.networks.nets.backbones import check_backbone
+
+    recorded = (read_model_record(weights).get("settings") or {}).get("backbone") if weights else None
+    if backbone is None:
+        return recorded
+    backbone = check_backbone(backbone)
+    if recorded is not None and str(recorded).lower() != backbone:
+        raise ValueError(f"{weights} was trained with backbone {recorded!r}, not {backbone!r}: release it with "
+                         f"--backbone {recorded} (or leave --backbone out).")
+    return backbone
+
+
+def release_bundle(
+    bundle: str, zoo_root: str, weights: str | None = None, overwrite: bool = False, backbone: str | None = None
+) -> str:
     """Write ``<zoo_root>/models/<bundle>/`` (a Model Zoo bundle that carries its code) and
     ``<zoo_root>/ci/unit_tests/test_<bundle>.py`` (its zoo unit test), as a pull request to
     ``Project-MONAI/model-zoo`` would add them; ``zoo_root`` may be a model-zoo checkout.
@@ -94,7 +128,9 @@ def release_bundle(bundle: str, zoo_root: str, weights: str | None = None, overw
     a public index serves: ``monai_stlu``'s own requirements pinned at the installed versions
     (:py:func:`runtime_requirements`), and declares ``supported_apps`` (MONAI Label), so the zoo checks the bundle's
     MONAI Label properties. ``weights`` (a trained ``model.pt``) becomes ``models/model.pt``; the zoo fetches
-    published weights through ``large_files.yml``, which names where they are uploaded.
+    published weights through ``large_files.yml``, which names where they are uploaded. ``backbone`` (or, without
+    it, the backbone that the weights' model record names) becomes the released configs' ``backbone`` key, so the
+    zoo, MONAI Label and ``python -m monai.bundle`` build that network.
 
     The release is written beside its place and moved there when complete: an interrupted release leaves no
     half-written bundle, and an existing one is replaced only with ``overwrite``.
@@ -104,6 +140,8 @@ def release_bundle(bundle: str, zoo_root: str, weights: str | None = None, overw
         zoo_root: the folder that gets ``models/`` and ``ci/``.
         weights: a ``model.pt`` to ship, or None.
         overwrite: replace an existing release of the same bundle.
+        backbone: the segmentation network of the release (``vnet``, ``dynunet``, ``segresnet``, ``unet``); None
+            keeps the bundle's, or takes the weights' recorded one.
 
     Returns:
         the released bundle folder.
@@ -111,6 +149,7 @@ def release_bundle(bundle: str, zoo_root: str, weights: str | None = None, overw
     Raises:
         FileNotFoundError: when the bundle or the weights are missing.
         FileExistsError: when the release exists and ``overwrite`` is False.
+        ValueError: for an unknown backbone, or one that differs from the weights' record.
     """
     from monai_stlu.bundle.generator import default_bundles_dir
 
@@ -120,6 +159,7 @@ def release_bundle(bundle: str, zoo_root: str, weights: str | None = None, overw
         raise FileNotFoundError(f"{bundle}: not a bundle name or folder (no configs/metadata.json).")
     if weights is not None and not os.path.isfile(weights):
         raise FileNotFoundError(f"{weights}: the weights to release do not exist.")
+    backbone = _release_backbone(backbone, weights)
     name = os.path.basename(os.path.normpath(source))
     models_dir = os.path.join(zoo_root, "models")
     dest = os.path.join(models_dir, name)
@@ -137,7 +177,9 @@ def release_bundle(bundle: str, zoo_root: str, weights: str | None = None, overw
         configs = os.path.join(out, "configs")
         for file in sorted(os.listdir(configs)):
             if file.endswith(".json"):
-                _add_scripts_import(os.path.join(configs, file))
+                _edit_config(os.path.join(configs, file), _add_scripts_import)
+                if backbone is not None:
+                    _edit_config(os.path.join(configs, file), functools.partial(_set_backbone, backbone=backbone))
         meta_file = os.path.join(configs, "metadata.json")
         with open(meta_file) as f:
             metadata = json.load(f)

@@ -37,22 +37,37 @@ class CheckpointMismatchError(RuntimeError):
     """A checkpoint was written by another method, network or configuration than the one being built."""
 
 
-def describe_state_dict(state: Mapping[str, Any]) -> str:
-    """A short description of the network a state dict belongs to, e.g. ``"STLUNet (n_filters 16, 2 classes)"``.
+# each backbone family: (a key only it has, its first convolution's weight, its 1x1 head's weight or None)
+_FAMILIES = (
+    ("VNet", "encoder.0.0.weight", "encoder.0.0.weight", "head.weight"),
+    ("DynUNet", "input_block.conv1.conv.weight", "input_block.conv1.conv.weight", "output_block.conv.conv.weight"),
+    ("SegResNet", "convInit.conv.weight", "convInit.conv.weight", "conv_final.2.conv.weight"),
+    ("UNet", "model.0.conv.unit0.conv.weight", "model.0.conv.unit0.conv.weight", None),
+)
 
-    Recognises this package's V-Net family by its key names; anything else is described by its tensor count.
+
+def describe_state_dict(state: Mapping[str, Any]) -> str:
+    """A short description of the network a state dict belongs to, e.g. ``"STLUNet (n_filters 16, 2 classes)"`` or
+    ``"STLUNet on DynUNet (n_filters 16, 1 input channel, 2 classes)"``.
+
+    Recognises this package's V-Net family and the MONAI backbones (:py:func:`monai_stlu.networks.nets.build_backbone`)
+    by their key names; anything else is described by its tensor count.
     """
     keys = [k for k in state if isinstance(state[k], torch.Tensor)]
+    wrapper, prefix = "", ""
     if any(k.startswith("extra_heads.") for k in keys):
-        name = "MCNetPlus"
-    elif any(k.startswith("backbone.encoder.") for k in keys):
-        name = "STLUNet"
-    elif any(k.startswith("encoder.") for k in keys):
-        name = "VNet"
+        wrapper, prefix = "MCNetPlus", "backbone."
+    elif any(k.startswith("backbone.") for k in keys):
+        wrapper, prefix = "STLUNet", "backbone."
+    for family, marker, first_key, head_key in _FAMILIES:
+        if prefix + marker in state:
+            break
     else:
         return f"a network with {len(keys)} tensors"
-    prefix = "backbone." if name != "VNet" else ""
-    first, head = state.get(f"{prefix}encoder.0.0.weight"), state.get(f"{prefix}head.weight")
+    name = wrapper or family
+    if wrapper and family != "VNet":
+        name = f"{wrapper} on {family}"
+    first, head = state.get(prefix + first_key), state.get(prefix + head_key) if head_key else None
     details = []
     if isinstance(first, torch.Tensor) and first.dim() >= 2:
         details.append(f"n_filters {first.shape[0]}, {first.shape[1]} input channel{'s' if first.shape[1] != 1 else ''}")

@@ -46,14 +46,14 @@ def fuse_conv_bn(network: nn.Module) -> nn.Module:
     return folded
 
 
-def size_divisor(network: nn.Module) -> int:
-    """The number every spatial input size of ``network`` must be a multiple of: the ``size_divisor`` attribute of
-    the network or, for a wrapper (``STLUNet``, ``MCNetPlus``, DDP), of the first sub-module that has one; 1 if none
-    declares it."""
+def size_divisor(network: nn.Module) -> int | list[int]:
+    """The number every spatial input size of ``network`` must be a multiple of (a list, one per axis, when the axes
+    differ, as a DynUNet planned for anisotropic spacing): the ``size_divisor`` attribute of the network or, for a
+    wrapper (``STLUNet``, ``MCNetPlus``, DDP), of the first sub-module that has one; 1 if none declares it."""
     for module in network.modules():
         divisor = getattr(module, "size_divisor", None)
-        if isinstance(divisor, int):
-            return divisor
+        if isinstance(divisor, int) or (isinstance(divisor, (list, tuple)) and divisor):
+            return divisor if isinstance(divisor, int) else [int(d) for d in divisor]
     return 1
 
 
@@ -73,10 +73,10 @@ def check_patch_size(patch_size: Sequence[int], network: nn.Module, name: str = 
     """
     size = [int(s) for s in patch_size]
     divisor = size_divisor(network)
-    bad = [s for s in size if s < divisor or s % divisor]
-    if bad:
-        below = [max(divisor, s // divisor * divisor) for s in size]
-        above = [-(-s // divisor) * divisor for s in size]
+    divisors = [divisor] * len(size) if isinstance(divisor, int) else divisor
+    if len(divisors) != len(size) or any(s < d or s % d for s, d in zip(size, divisors)):
+        below = [max(d, s // d * d) for s, d in zip(size, divisors)]
+        above = [-(-s // d) * d for s, d in zip(size, divisors)]
         raise ValueError(
             f"{name} {size} does not suit {type(network).__name__}: every size must be a positive multiple of "
             f"{divisor} (e.g. {below} or {above})."

@@ -8,3 +8,7 @@ from .fc_discriminator import FCDiscriminator
 from .prototype_vnet import PrototypeVNet
 from .cct_vnet import CCTVNet
 from .pyramid_vnet import PyramidVNet
+from .dynunet_backbone import DynUNetBackbone, plan_dynunet
+from .segresnet_backbone import SegResNetBackbone
+from .unet_backbone import UNetBackbone
+from .backbones import BACKBONES, build_backbone, check_backbone

@@ -43,9 +43,10 @@ class STLUNet(nn.Module):
     per iteration instead of twice). Mixing works on the concatenated ``[labeled; unlabeled]`` batch without
     splitting it (:py:meth:`FeatureMix.mix_batch`).
 
-    The backbone only needs ``encoder`` (an ``nn.ModuleList`` of stages, each applied to the previous stage's
-    output) and ``decode(list_of_stage_outputs)``, so other backbones can be wrapped without touching the
-    mixing code. Stage indices count from 0 (shallowest). The paper's S / I / B groups for the V-Net are
+    The backbone only needs ``encoder`` (a sequence of stages, each applied to the previous stage's output) and
+    ``decode_stages(list_of_stage_outputs)``: :py:class:`VNet` and the MONAI adapters
+    (:py:class:`DynUNetBackbone`, :py:class:`SegResNetBackbone`, :py:class:`UNetBackbone`, chosen by the bundles'
+    ``backbone`` key through :py:func:`build_backbone`) have both, so no mixing code depends on the backbone. Stage indices count from 0 (shallowest). The paper's S / I / B groups for the V-Net are
     stages ``(0, 1)``, ``(2, 3)`` and ``(4,)``; mixing at all of them is the default and the best setting.
 
     Reference:
@@ -124,7 +125,7 @@ class STLUNet(nn.Module):
                 normalization=normalization,
                 dropout=False,
             )
-        for attr in ("encoder", "decode"):
+        for attr in ("encoder", "decode_stages"):
             if not hasattr(backbone, attr):
                 raise ValueError(f"the backbone needs an `{attr}` attribute, {type(backbone).__name__} has none.")
         self.backbone = backbone
@@ -197,6 +198,6 @@ class STLUNet(nn.Module):
             mixed.append(h_mix)
             to_decoder = k in self.dropout_stages and self.dropout_placement == "decoder"
             dropped.append(self.channel_dropout(h_drop) if to_decoder else h_drop)
-        mix_logits = self.backbone.decode(mixed)  # type: ignore[operator]
-        drop_logits = self.backbone.decode(dropped)  # type: ignore[operator]
+        mix_logits = self.backbone.decode_stages(mixed)  # type: ignore[operator]
+        drop_logits = self.backbone.decode_stages(dropped)  # type: ignore[operator]
         return STLUOutput(mix_logits[:b], mix_logits[b:], drop_logits[:b], drop_logits[b:])

@@ -124,7 +124,7 @@ class VNet(nn.Module):
 
     - ``encoder``: an ``nn.ModuleList`` of stages; stage ``k`` maps the output of stage ``k - 1`` (or the image)
       to the ``k``-th feature map.
-    - ``decode(features)``: maps the list of all encoder stage outputs to logits.
+    - ``decode(features)`` (also as ``decode_stages``): maps the list of all encoder stage outputs to logits.
 
     Spatial sizes must be divisible by 16.
 
@@ -238,6 +238,11 @@ class VNet(nn.Module):
     def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
         """Map the encoder stage outputs (as returned by :py:meth:`encode`) to logits."""
         return self.head(self.dropout(self.decode_features(features)))
+
+    def decode_stages(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """The stage interface's decoder (:py:class:`~monai_stlu.networks.nets.STLUNet`, the MONAI adapters):
+        :py:meth:`decode`."""
+        return self.decode(features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
