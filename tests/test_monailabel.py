@@ -29,6 +29,8 @@ pytestmark = pytest.mark.long  # the long suite (CI runs it after the README's q
 REQUIREMENTS = Path(__file__).with_name("monailabel_requirements.txt")
 LABELED, UNLABELED = 3, 2
 BUNDLES = ("stlu_la", "stlu_pancreas", "stlu_brats")
+# the LA bundle switched to MONAI's DynUNet by its backbone key, served as one more model
+DYNUNET = "stlu_la_dynunet"
 
 
 def monailabel_venv() -> Path:
@@ -61,13 +63,21 @@ def server(la_dir, tmp_path_factory):
     import torch
 
     from monai_stlu.networks import STLUNet
+    from monai_stlu.networks.nets import build_backbone
 
-    for name in BUNDLES:
+    for name in (*BUNDLES, DYNUNET):
         bundle = app / "model" / name
-        shutil.copytree(REPO_ROOT / "bundles" / name, bundle, ignore=shutil.ignore_patterns("models", "eval", "data"))
+        source = REPO_ROOT / "bundles" / (name if name != DYNUNET else "stlu_la")
+        shutil.copytree(source, bundle, ignore=shutil.ignore_patterns("models", "eval", "data"))
         # the model MONAI Label starts from: the network's initial weights (no trained weights are published yet)
         (bundle / "models").mkdir()
-        torch.save(STLUNet().state_dict(), bundle / "models" / "model.pt")
+        net = STLUNet()
+        if name == DYNUNET:
+            for config in ("train.json", "inference.json"):
+                path = bundle / "configs" / config
+                path.write_text(path.read_text().replace('"backbone": "vnet"', '"backbone": "dynunet"'))
+            net = STLUNet(backbone=build_backbone("dynunet", patch_size=[112, 112, 80], spacing=[0.625] * 3))
+        torch.save(net.state_dict(), bundle / "models" / "model.pt")
     bundle = app / "model" / "stlu_la"
     studies = root / "studies"
     (studies / "labels" / "final").mkdir(parents=True)
@@ -85,7 +95,7 @@ def server(la_dir, tmp_path_factory):
     env = dict(os.environ, PATH=f"{venv / 'bin'}:{os.environ['PATH']}", PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="2")
     proc = subprocess.Popen(
         [str(venv / "bin" / "monailabel"), "start_server", "--app", str(app), "--studies", str(studies),
-         "--conf", "models", ",".join(BUNDLES), "--conf", "zoo_source", "github", "--conf", "sam2", "false",
+         "--conf", "models", ",".join((*BUNDLES, DYNUNET)), "--conf", "zoo_source", "github", "--conf", "sam2", "false",
          "--host", "127.0.0.1", "--port", str(port)],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True,
     )
@@ -113,7 +123,7 @@ def _infer(server, case: str, out: Path, model: str = "stlu_la") -> nib.Nifti1Im
     return nib.load(str(out))
 
 
-@pytest.mark.parametrize("model", BUNDLES)
+@pytest.mark.parametrize("model", (*BUNDLES, DYNUNET))
 def test_every_bundle_is_served_and_answers_on_the_input_grid(server, model, tmp_path):
     """Each bundle loads in the sample app; its raw-scan steps (Pancreas: 1 mm resampling; BraTS: axis order and
     brain box) are undone on the returned label (an LA scan stands in for the modality: only geometry is checked)."""
@@ -154,3 +164,22 @@ def test_infer_train_with_unlabeled_studies_and_infer_again(server, tmp_path):
 
     _infer(server, case, tmp_path / "after.nii.gz")
     assert "Reload model from cache" in server["log"].read_text()  # the new model.pt serves the next inference
+
+
+def test_a_bundle_on_dynunet_trains_and_serves_its_new_model(server, tmp_path):
+    """The LA bundle with ``backbone: dynunet``: one training request, then the new DynUNet model answers."""
+    bundle = server["bundle"].parent / DYNUNET
+    model = bundle / "models" / "model.pt"
+    before = model.stat().st_mtime
+    request = {"max_epochs": 1, "iterations_per_epoch": 2, "val_split": 0.0, "device": "cpu", "use_unlabeled": True,
+               "resume": False, "pretrained": True}
+    _request(f"{server['url']}/train/{DYNUNET}?run_sync=true", data=request)
+    assert model.stat().st_mtime > before
+    import torch
+
+    state = torch.load(model, weights_only=True)
+    assert any(k.startswith("backbone.input_block.") for k in state)  # DynUNet's own parameter names
+    case = server["ids"][0]
+    scan = nib.load(str(server["studies"] / f"{case}.nii.gz"))
+    pred = _infer(server, case, tmp_path / "pred.nii.gz", DYNUNET)
+    assert pred.shape == scan.shape and set(np.unique(np.asanyarray(pred.dataobj))) <= {0, 1}

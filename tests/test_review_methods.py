@@ -365,8 +365,9 @@ def test_method_files_set_the_references_weights_ramps_and_schedules(method, wei
     assert isinstance(lr, factor)
     if factor is StepDecay:
         assert [lr(i) for i in (2499, 2500, 5000)] == pytest.approx([1.0, 0.1, 0.01])  # base * 0.1 ** (iter // 2500)
-    net = cfg.get("network_def")
-    assert net["dropout"] is True  # every reference trains with has_dropout=True
+    net = cfg.get_parsed_content("network_def", instantiate=True)
+    # every reference trains with has_dropout=True: the V-Net's channel dropout (0.5) at the bottleneck and head
+    assert any(isinstance(mod, torch.nn.Dropout3d) and mod.p == 0.5 for mod in net.modules())
     m = cfg.get_parsed_content("method")
     if method in ("sassnet", "dan"):
         assert m.d_optimizer.param_groups[0]["lr"] == 1e-4

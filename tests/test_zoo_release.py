@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from bundle_utils import quick_subset
 from conftest import REPO_ROOT
 
 ZOO = os.environ.get("MODEL_ZOO_DIR", "")
@@ -113,7 +114,18 @@ def test_zoo_requirements_resolve_on_the_public_index(release, tmp_path):
         assert "pythonhosted.org" in json.dumps(json.loads(report.read_text()))  # served by the public index
 
 
-def test_zoo_checks_and_unit_test_pass_without_this_repository(release):
+@pytest.fixture(scope="module")
+def release_dynunet(tmp_path_factory):
+    """A release on MONAI's DynUNet (``--backbone dynunet``)."""
+    zoo = tmp_path_factory.mktemp("zoo_dynunet")
+    proc = console("release_bundle", "stlu_la", "-o", str(zoo), "--backbone", "dynunet", cwd=zoo)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return zoo
+
+
+@pytest.mark.parametrize("backbone", quick_subset(["vnet", "dynunet"], {"vnet"}))  # DynUNet: long suite
+def test_zoo_checks_and_unit_test_pass_without_this_repository(backbone, request):
+    release = request.getfixturevalue("release" if backbone == "vnet" else "release_dynunet")
     root = release / "models" / "stlu_la"
     unit_tests = release / "ci" / "unit_tests"
     zoo_utils = Path(ZOO) / "ci" / "unit_tests" / "utils.py" if ZOO else None
@@ -141,7 +153,9 @@ def test_zoo_checks_and_unit_test_pass_without_this_repository(release):
         parser.read_config(os.path.join(bundle, "configs", "inference.json"))
         parser["bundle_root"] = bundle
         os.makedirs("verify", exist_ok=True)  # the zoo's check writes its own weights; the bundle stays as released
-        torch.save(parser.get_parsed_content("network_def").state_dict(), os.path.join("verify", "model.pt"))
+        net = parser.get_parsed_content("network_def")
+        print("backbone:", type(net.backbone).__name__)
+        torch.save(net.state_dict(), os.path.join("verify", "model.pt"))
         ckpt_export(net_id="network_def", filepath=os.path.join("verify", "model.ts"), meta_file=meta,
                     config_file=os.path.join(bundle, "configs", "inference.json"),
                     ckpt_file=os.path.join("verify", "model.pt"), bundle_root=bundle)
@@ -161,4 +175,5 @@ def test_zoo_checks_and_unit_test_pass_without_this_repository(release):
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
     assert "exported" in log and "unit tests passed" in log
+    assert f"backbone: {'DynUNetBackbone' if backbone == 'dynunet' else 'VNet'}" in log
     assert (root / "models" / "model.pt").is_file() and (root / "eval" / "metrics.csv").is_file()

@@ -204,9 +204,11 @@ class SemiSupervisedTrainer(Trainer):
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
-        engine.state.output = {Keys.IMAGE: batch[0], Keys.LABEL: batch[1]}
-        image = engine._compute_view(batch[0])
+        # plain tensors from here on: the metadata is not needed past the loader, and every operation on a MetaTensor
+        # (the train metric's post-processing included) pays for carrying it
         label = as_plain_tensor(batch[1])
+        engine.state.output = {Keys.IMAGE: as_plain_tensor(batch[0]), Keys.LABEL: label}
+        image = engine._compute_view(batch[0])
         image_u = engine.next_unlabeled() if engine.method.uses_unlabeled else None
 
         engine.network.train()
