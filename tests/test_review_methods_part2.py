@@ -200,3 +200,12 @@ def test_pinned_mean_teacher_uses_ssl4mis_dice_over_every_class():
     logits, lab = torch.randn(2, 2, 8, 8, 8), label_volume(2, (8, 8, 8))
     assert sup(logits, lab).item() == pytest.approx(ssl4mis_sup(logits, lab, 2).item(), rel=1e-5)
     assert np.isclose(reference_weight(0.1, 200, 6000), 0.1 * np.exp(-5 * (1 - 40 / 200) ** 2))
+
+
+@pytest.mark.parametrize("budget, expected", [(1000, (200, 10, 167, 133)), (3000, (600, 30, 500, 400))])
+def test_cpu_protocol_scales_every_schedule_with_its_budget(budget, expected):
+    """The CPU protocol's schedules follow its budget (the paper's, times max_iterations / 15000): at 1,000 iterations
+    the constants its rows were trained with; at 3,000 (the longer comparison) three times those."""
+    cfg = parsed("train.json", "cpu_protocol.json", "methods/bcp.json", max_iterations=budget)
+    keys = ("val_interval", "ramp_iterations", "lr_step", "bcp_pretrain_iterations")
+    assert tuple(cfg.get_parsed_content(k) for k in keys) == expected
