@@ -259,13 +259,33 @@ def validation_curve(log_path: str, val_interval: int) -> list[tuple[int, float]
     return sorted(points.items())
 
 
-def protocol_setting(protocol: str, key: str):
-    with open(os.path.join(CONFIGS, f"{protocol}_protocol.json")) as f:
-        value = json.load(f).get(key)
-    if value is None:
-        with open(os.path.join(CONFIGS, "train.json")) as f:
-            value = json.load(f)[key]
-    return value
+def run_setting(protocol: str, folder: str, key: str):
+    """A setting as the run in ``folder`` had it: ``train.json`` and the protocol's config (whose schedules are
+    expressions of ``max_iterations``) with the run's own overrides from its ``done.json``, resolved as the bundle
+    resolves them."""
+    import ast
+
+    from monai.bundle import ConfigParser
+
+    with open(os.path.join(folder, "done.json")) as f:
+        override = json.load(f).get("override") or []
+    values = {}
+    for i, name in enumerate(override):  # "--key value" pairs (and "--key=value")
+        if not name.startswith("--"):
+            continue
+        name, _, text = name[2:].partition("=")
+        if not _:
+            if i + 1 >= len(override) or override[i + 1].startswith("--"):
+                continue
+            text = override[i + 1]
+        try:
+            values[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            values[name] = text
+    parser = ConfigParser()
+    parser.read_config(config_paths(protocol, "stlu"))
+    parser.update(values)
+    return parser.get_parsed_content(key)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -289,10 +309,10 @@ def report(opts: argparse.Namespace) -> str:
               "| per-seed best validation Dice % |")
     lines += [header, "|" + "---|" * 10]
     csv_rows = []
-    val_interval = int(protocol_setting(opts.protocol, "val_interval"))
     for method in sorted(runs, key=lambda m: (METHODS.index(m) if m in METHODS else 99, m)):
         rows_all, seed_means, seed_val = [], [], []
         for seed, folder in sorted(runs[method].items()):
+            val_interval = int(run_setting(opts.protocol, folder, "val_interval"))
             rows = read_cases(os.path.join(folder, "test", "metrics.csv"))
             rows_all += rows
             seed_means.append(100 * sum(float(r["dice"]) for r in rows) / len(rows))
@@ -358,10 +378,10 @@ def plots(opts: argparse.Namespace, runs: dict, out: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    val_interval = int(protocol_setting(opts.protocol, "val_interval"))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for method, seeds in sorted(runs.items()):
         for seed, folder in sorted(seeds.items()):
+            val_interval = int(run_setting(opts.protocol, folder, "val_interval"))
             curve = validation_curve(os.path.join(folder, "train.log"), val_interval)
             if curve:
                 axes[0].plot(*zip(*curve), marker="o", label=f"{method} seed {seed}")

@@ -13,6 +13,12 @@ import pytest
 from conftest import REPO_ROOT, shared_la_dir
 
 pytestmark = [pytest.mark.long, pytest.mark.integration, pytest.mark.slow]
+def without(args: list[str], key: str) -> list[str]:
+    """``args`` (``--key value`` pairs) without ``key`` and its value."""
+    i = args.index(key)
+    return args[:i] + args[i + 2:]
+
+
 TINY = ["--max_iterations", "2", "--val_interval", "2", "--patch_size", "[64,64,48]", "--n_filters", "4",
         "--val_stride", "[64,64,48]", "--eval_stride", "[64,64,48]", "--num_labeled", "2",
         "--val_ids", "['3DA0T2V6JJ2NLUAV6FWM']", "--pseudo_quality_cases", "1", "--ramp_iterations", "1"]
@@ -41,7 +47,7 @@ def test_quality_protocol_tiny(tmp_path, capsys):
     quality.main(["run", "--methods", "stlu", "--seeds", "0", "--tag", "_decoder", *common, "--override", *TINY,
                   "--dropout_placement", "decoder"])
     quality.main(["run", "--methods", "supervised", "--seeds", "0", "--labeled", "2,3", *common, "--override",
-                  *[t for t in TINY if t not in ("--num_labeled", "2")]])
+                  *without(TINY, "--num_labeled")])
     assert {p.name for p in (tmp_path / "work").iterdir()} >= {"stlu_decoder_seed0", "supervised_l2_seed0",
                                                                 "supervised_l3_seed0"}
 
