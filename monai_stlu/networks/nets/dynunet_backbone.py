@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -129,10 +130,8 @@ class DynUNetBackbone(DynUNet):
             deep_supervision=False,
             res_block=res_block,
         )
-        total = torch.ones(spatial_dims, dtype=torch.long)
-        for s in strides:
-            total *= torch.as_tensor(s, dtype=torch.long).expand(spatial_dims)
-        divisors = [int(d) for d in total]
+        per_axis = [[int(s)] * spatial_dims if isinstance(s, int) else [int(v) for v in s] for s in strides]
+        divisors = [math.prod(axis) for axis in zip(*per_axis)]
         #: the number every spatial input size must be a multiple of (one per axis when the strides differ)
         self.size_divisor: int | list[int] = divisors[0] if len(set(divisors)) == 1 else divisors
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -67,11 +68,8 @@ class UNetBackbone(UNet):
             norm=norm,
             dropout=dropout,
         )
-        divisor = 1
-        for s in strides:
-            divisor *= int(s)
         #: every spatial input size must be a multiple of this
-        self.size_divisor = divisor
+        self.size_divisor = math.prod(int(s) for s in strides)
 
     def _levels(self) -> list[nn.Sequential]:
         levels, block = [], self.model
