@@ -15,6 +15,10 @@ b. the speed table of every method at the bundle's full configuration (``benchma
    loader wait and step, peak memory, FLOPs and fraction of peak; one LA-sized volume at stride 18x18x4);
 c. STLU-Net for ``--iterations`` iterations with two validations on the staged cases, extrapolated to the paper's
    15,000 iterations with validation every 500;
+e. the compile option: supervised-only and STLU-Net timed again with ``compile true`` (on a GPU with
+   ``{"mode": "reduce-overhead"}``: Inductor kernels and CUDA graphs; in ``--tiny`` with the quick ``aot_eager``
+   backend), against the eager bare step, in a subprocess with its own time limit (it runs before d, which takes
+   the time left);
 d. a quality probe: supervised-only, Mean Teacher and STLU-Net trained side by side on the one device for the time
    left (``max_train_seconds``), selected on the 4 validation cases, evaluated on the 8 ``subset_test.list`` cases.
 
@@ -169,6 +173,23 @@ def quality_probe(
     return result
 
 
+def compiled_speed(args: argparse.Namespace, clock: Clock, device: torch.device) -> dict:
+    """Part e: ``gpu_speed.py`` for supervised-only and STLU-Net with the trainer compiled, in a subprocess that a
+    time limit can stop (compilation time is not known in advance)."""
+    out = os.path.join(args.out, "compiled_speed.json")
+    kwargs = {"backend": "aot_eager"} if args.tiny else ({"mode": "reduce-overhead"} if device.type == "cuda" else {})
+    cmd = [sys.executable, os.path.join(REPO, "benchmarks", "gpu_speed.py"), "--json", out, "--skip_evaluation",
+           "--methods", "supervised,stlu"] + (["--tiny"] if args.tiny else ["--warmup", "5", "--iterations", "15"])
+    cmd += ["--override", "compile", "true", "compile_kwargs", json.dumps(kwargs)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
+    result = run_logged(cmd, os.path.join(args.out, "compiled_speed.log"), timeout=min(240, clock.left() * 0.4), env=env)
+    result["compile_kwargs"] = kwargs
+    if os.path.exists(out):
+        with open(out) as f:
+            result["methods"] = json.load(f)["methods"]
+    return result
+
+
 def markdown(res: dict) -> str:
     f = res.get("facts", {})
     lines = [f"# Device check ({'tiny, ' if res['tiny'] else ''}{f.get('gpu', f.get('cpu', '?'))}; torch {f.get('torch')})", ""]
@@ -185,7 +206,13 @@ def markdown(res: dict) -> str:
     else:
         lines += [f"b. speed: {b.get('error', 'not run')}", ""]
     c = res.get("stlu_timed", {})
-    lines += [f"c. STLU-Net timed: {c}", "", "d. quality probe (test Dice):"]
+    lines += [f"c. STLU-Net timed: {c}", ""]
+    e = res.get("compiled_speed", {})
+    lines += [f"e. compiled ({e.get('compile_kwargs')}): rc {e.get('rc')} in {e.get('seconds')} s"]
+    for r in e.get("methods", []):
+        lines.append(f"   - {r['method']}: {r['s_per_iteration']:.4f} s/iteration compiled, eager bare step "
+                     f"{r['bare_s_per_iteration']:.4f} s ({r['s_per_iteration'] / r['bare_s_per_iteration']:.2f}x)")
+    lines += ["", "d. quality probe (test Dice):"]
     for m, r in res.get("probe", {}).items():
         dice = (r.get("test") or {}).get("dice")
         lines.append(f"   - {m}: rc {r.get('rc')}, Dice {dice if dice is None else round(100 * dice, 2)}, "
@@ -243,6 +270,9 @@ def main(argv: list[str] | None = None) -> dict:
                 res["stlu_timed"] = timed_training(data, overrides, 4 if args.tiny else args.iterations, work)
             except Exception as e:
                 res["stlu_timed"] = {"error": f"{type(e).__name__}: {e}"}
+            record(res, path)
+        if "e" not in skip:  # e. the compile option, compiled trainer against the eager bare step
+            res["compiled_speed"] = compiled_speed(args, clock, device)
             record(res, path)
         if "d" not in skip:  # d. the quality probe for the time left
             seconds = 10 if args.tiny else max(clock.left() - 150, 30)  # evaluation and writing after training

@@ -12,11 +12,16 @@ at iteration boundaries, so the split is exact), peak GPU memory, the step's FLO
 one iteration) and the achieved fraction of the device's dense half-precision peak (``--peak_tflops``, known for
 H100/H200); then sliding-window evaluation seconds per LA-sized volume at stride 18x18x4. The output names the
 device, the CPU and the versions.
+
+With ``--override compile true`` (and ``compile_kwargs '{"mode": "reduce-overhead"}'`` for CUDA graphs) the trainer
+runs compiled while the bare loop and the FLOP count stay eager: the row then compares the compiled step with the
+eager bare step, the GPU issue's measure of the option.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -113,6 +118,7 @@ def time_method(method: str, overrides: dict, warmup: int, timed: int, device: t
     trainer.run()
     result = {
         "method": method,
+        "compiled": bool(getattr(trainer, "compile", False)),
         "s_per_iteration": statistics.median(totals),
         "loader_wait_s": statistics.median(waits),
         "step_s": statistics.median(steps),
@@ -130,6 +136,21 @@ def time_method(method: str, overrides: dict, warmup: int, timed: int, device: t
     return result
 
 
+@contextlib.contextmanager
+def eager(trainer):
+    """Run the trainer's compiled modules eagerly for a while (``nn.Module.compile`` keeps the compiled call on the
+    module as ``_compiled_call_impl``; without it the module calls its own forward)."""
+    modules = [trainer.network, *trainer.method.compiled_modules()] if getattr(trainer, "compile", False) else []
+    saved = [m.__dict__.get("_compiled_call_impl") for m in modules]
+    for m in modules:
+        m._compiled_call_impl = None
+    try:
+        yield
+    finally:
+        for m, impl in zip(modules, saved):
+            m._compiled_call_impl = impl
+
+
 def bare_loop(trainer, warmup: int, timed: int, device: torch.device) -> dict:
     """The same method (network calls and loss), backward and optimizer step in a plain PyTorch loop on tensors already
     on the device: no engine, loaders, transforms or handlers (EMA updates, discriminator steps, ramps, logging).
@@ -144,17 +165,18 @@ def bare_loop(trainer, warmup: int, timed: int, device: torch.device) -> dict:
     network.train()
     method.train()
     times = []
-    for i in range(warmup + timed):
-        sync(device)
-        start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, enabled=trainer.amp, dtype=trainer.amp_dtype or torch.float32):
-            loss = method(network, x, y, xu)["loss"]
-        loss.backward()
-        optimizer.step()
-        sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
+    with eager(trainer):  # the bare step is eager PyTorch, also when the trainer runs compiled
+        for i in range(warmup + timed):
+            sync(device)
+            start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(device, enabled=trainer.amp, dtype=trainer.amp_dtype or torch.float32):
+                loss = method(network, x, y, xu)["loss"]
+            loss.backward()
+            optimizer.step()
+            sync(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
     return {"bare_s_per_iteration": statistics.median(times)}
 
 
@@ -169,7 +191,7 @@ def step_flops(trainer) -> float:
     counter = FlopCounterMode(display=False)
     from monai_stlu.utils.fast_path import as_plain_tensor, autocast
 
-    with counter:
+    with eager(trainer), counter:
         with autocast(trainer.state.device, enabled=trainer.amp, dtype=trainer.amp_dtype or torch.float32):
             loss = trainer.method(trainer.network, image, as_plain_tensor(label), image_u)["loss"]
         loss.backward()
@@ -214,6 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--iterations", type=int, default=40)
     ap.add_argument("--dataset_dir", default=None, help="LA h5 layout; default: synthetic volumes")
     ap.add_argument("--peak_tflops", type=float, default=None, help="the device's dense half-precision peak")
+    ap.add_argument("--skip_evaluation", action="store_true", help="time training only (no sliding-window volume)")
     ap.add_argument("--override", nargs=argparse.REMAINDER, default=[], help="KEY VALUE ... bundle overrides (last)")
     args = ap.parse_args(argv)
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
@@ -247,10 +270,11 @@ def main(argv: list[str] | None = None) -> dict:
             if sup:
                 r["x_supervised"] = r["s_per_iteration"] / sup["s_per_iteration"]
         shape = (48, 48, 32) if args.tiny else (176, 144, 88)
-        results["evaluation"] = time_evaluation(overrides, shape, device)
+        if not args.skip_evaluation:
+            results["evaluation"] = time_evaluation(overrides, shape, device)
     with open(args.json, "w") as f:
         json.dump(results, f, indent=2)
-    print(json.dumps(results["evaluation"]))
+    print(json.dumps(results.get("evaluation")))
     return results
 
 

@@ -29,9 +29,12 @@ def test_device_check_tiny_runs_every_part(tmp_path):
     assert timed["iterations"] == 4 and timed["validations"] == 2 and timed["extrapolated_15000_min"] > 0
     assert timed["extrapolated_15000_min"] == pytest.approx(
         (15000 * timed["s_per_iteration"] + 30 * timed["s_per_validation"]) / 60, abs=0.1)
+    compiled = res["compiled_speed"]
+    assert compiled["rc"] == 0 and compiled["compile_kwargs"] == {"backend": "aot_eager"}, compiled
+    assert [(r["method"], r["compiled"]) for r in compiled["methods"]] == [("supervised", True), ("stlu", True)]
     for method in ("supervised", "mean_teacher", "stlu"):
         probe = res["probe"][method]
         assert probe["rc"] == 0 and 0 <= probe["test"]["dice"] <= 1, probe
     md = (out / "device_check.md").read_text()
-    assert "quality probe" in md and "| stlu |" in md
+    assert "quality probe" in md and "| stlu |" in md and "e. compiled" in md
     assert sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) < 16 * 2**20

@@ -73,6 +73,13 @@ class SemiSupervisedTrainer(Trainer):
         amp_dtype: ``"auto"`` (bf16 on GPUs and CPUs that support it, fp16 with a gradient scaler on older GPUs,
             float32 on other CPUs), or ``"bfloat16"``/``"float16"``/``"float32"`` to force one; see
             :py:func:`monai_stlu.utils.autocast_dtype`.
+        compile: compile the network and the method's own networks (an EMA teacher, a second network, a
+            discriminator: :py:meth:`SemiSupervisedMethod.compiled_modules`) with ``torch.compile``, in place
+            (``nn.Module.compile``: the modules keep their type and ``state_dict`` keys, so checkpoints, resumption and
+            export are unchanged), after the method has attached (a teacher copied from the network is its own
+            module). The step's shapes are static (fixed crops and batch sizes); the first iterations pay the
+            compilation. As ``monai.engines.SupervisedTrainer``'s ``compile``.
+        compile_kwargs: ``torch.compile`` arguments, e.g. ``{"mode": "reduce-overhead"}`` for CUDA graphs on a GPU.
 
     Raises:
         TypeError: when ``method`` is not a ``SemiSupervisedMethod``.
@@ -106,6 +113,8 @@ class SemiSupervisedTrainer(Trainer):
         to_kwargs: dict | None = None,
         amp_kwargs: dict | None = None,
         amp_dtype: str | torch.dtype | None = "auto",
+        compile: bool = False,
+        compile_kwargs: dict | None = None,
     ) -> None:
         if not isinstance(method, SemiSupervisedMethod):
             raise TypeError(f"method must be a SemiSupervisedMethod, got {type(method).__name__}.")
@@ -151,6 +160,10 @@ class SemiSupervisedTrainer(Trainer):
         self.optim_set_to_none = optim_set_to_none
         self.amp_dtype = autocast_dtype(self.state.device, self.amp_kwargs.pop("dtype", None) or amp_dtype)
         self.method.attach(self)
+        self.compile = as_bool(compile)
+        if self.compile:
+            for module in [network, *self.method.compiled_modules()]:
+                module.compile(**(compile_kwargs or {}))
         if train_handlers is not None:
             self._register_handlers(train_handlers)
 

@@ -64,6 +64,12 @@ class SemiSupervisedMethod(nn.Module):
         teacher = getattr(self, "teacher", None)
         return teacher if isinstance(teacher, nn.Module) else network
 
+    def compiled_modules(self) -> list[nn.Module]:
+        """The method's own modules that the trainer compiles beside its network when asked to
+        (``SemiSupervisedTrainer(compile=True)``): every direct child with parameters (an EMA teacher, CPS's second
+        network, a discriminator); losses without parameters run as they are."""
+        return [m for m in self.children() if next(m.parameters(), None) is not None]
+
     @staticmethod
     def term(value: torch.Tensor | float) -> torch.Tensor | float:
         """A loss term for ``engine.state.output``: detached (no graph kept) and left on its device, so an iteration
