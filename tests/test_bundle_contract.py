@@ -133,8 +133,10 @@ def test_monai_check_properties(method, synth, tmp_path):
     handlers = p["train"]["handlers"]
     assert isinstance(handlers, list) and all(isinstance(h, dict) and "_target_" in h for h in handlers)
     p["bundle_root"], p["dataset_dir"] = str(tmp_path), synth
-    for key in ("train#inferer", "train#postprocessing", "train#key_metric", "train#handlers"):
+    for key in ("train#inferer", "train#key_metric", "train#handlers"):
         assert p.get_parsed_content(key) is not None
+    # the training Dice runs on the batched output (an optional property less: no train#postprocessing)
+    assert p["train"]["trainer"]["decollate"] is False and "postprocessing" not in p["train"]
 
 
 def test_override_file_edits_a_handler_by_id(synth, tmp_path):

@@ -69,3 +69,34 @@ def test_shape_errors():
         segmentation_metrics(np.zeros((4, 4, 4)), np.zeros((4, 4, 5)))
     with pytest.raises(ValueError, match="spacing"):
         segmentation_metrics(np.ones((4, 4, 4)), np.ones((4, 4, 4)), spacing=(1, 1))
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_training_dice_on_the_batched_output_equals_per_case_post_processing(num_classes):
+    """The bundle's training Dice (``onehot_pred_label`` on the batched trainer output) gives MONAI's MeanDice the same
+    inputs as spleen_ct_segmentation's decollate + per-case ``AsDiscreted``, and the Dice of a float64 formula."""
+    import torch
+    from monai.data import decollate_batch
+    from monai.metrics import DiceMetric
+    from monai.transforms import AsDiscreted
+
+    from monai_stlu.handlers import onehot_pred_label
+
+    g = torch.Generator().manual_seed(num_classes)
+    pred = torch.randn(3, num_classes, 12, 10, 8, generator=g).contiguous(memory_format=torch.channels_last_3d)
+    label = torch.randint(0, num_classes, (3, 1, 12, 10, 8), generator=g).float()
+    label[2] = 0  # a case without foreground: MONAI leaves it out (NaN), on both paths
+    output = {"pred": pred, "label": label, "loss": torch.tensor(0.3)}
+    y_pred, y = onehot_pred_label(num_classes)(output)
+    post = AsDiscreted(keys=["pred", "label"], argmax=[True, False], to_onehot=num_classes)
+    cases = [post(item) for item in decollate_batch(dict(output), detach=True)]
+    assert torch.equal(y_pred, torch.stack([c["pred"].as_tensor() for c in cases]))
+    assert torch.equal(y, torch.stack([c["label"].as_tensor() for c in cases]))
+    assert torch.equal(torch.stack(onehot_pred_label(num_classes)(decollate_batch(output))), torch.stack([y_pred, y]))
+    batched = DiceMetric(include_background=False)(y_pred, y)
+    index, truth = pred.double().argmax(1).numpy(), label[:, 0].long().numpy()
+    for b in range(3):
+        for c in range(1, num_classes):
+            p, t = index[b] == c, truth[b] == c
+            want = 2 * (p & t).sum() / (p.sum() + t.sum()) if t.any() else np.nan
+            np.testing.assert_allclose(batched[b, c - 1].item(), want, rtol=1e-6)

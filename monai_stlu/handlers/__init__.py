@@ -4,7 +4,7 @@ from .atomic_checkpoint_saver import PARTIAL_SUFFIX, AtomicCheckpointSaver, remo
 from .ramp_up_handler import RampUpHandler
 from .resume_checkpoint_loader import ResumeCheckpointLoader, checkpoints_newest_first, latest_checkpoint
 from .segmentation_metrics_saver import SegmentationMetricsSaver, write_csv_atomic
-from .utils import loss_terms
+from .utils import loss_terms, onehot_pred_label
 from .ema_teacher_handler import EMATeacherHandler
 from .checkpoint_fit import (
     CheckpointMismatchError,
