@@ -65,8 +65,11 @@ class EMATeacherHandler:
     def update(self, step: int) -> None:
         """One EMA update with the ``alpha`` of the 0-based ``step``."""
         a = self.alpha(step)
-        for t, s in zip(self.teacher.parameters(), self.student.parameters()):
-            t.mul_(a).add_(s.detach().to(t.dtype), alpha=1.0 - a)
+        teacher = list(self.teacher.parameters())
+        student = [s.detach().to(t.dtype) for t, s in zip(teacher, self.student.parameters())]
+        # t <- a t + (1 - a) s for every parameter at once: the per-tensor formula, in two multi-tensor kernels
+        torch._foreach_mul_(teacher, a)
+        torch._foreach_add_(teacher, student, alpha=1.0 - a)
         average_buffers(self.teacher)  # multi-process: the teacher's running statistics, equal on every rank
 
     def __call__(self, engine: Engine) -> None:
