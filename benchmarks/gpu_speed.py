@@ -153,8 +153,11 @@ def eager(trainer):
 
 def bare_loop(trainer, warmup: int, timed: int, device: torch.device) -> dict:
     """The same method (network calls and loss), backward and optimizer step in a plain PyTorch loop on tensors already
-    on the device: no engine, loaders, transforms or handlers (EMA updates, discriminator steps, ramps, logging).
+    on the device, with the method's own after-step work (what it registers on ``MODEL_COMPLETED``: SASSNet's and
+    DAN's discriminator step): no loaders, transforms or other handlers (EMA updates, ramps, metrics, logging).
     Beside the trainer's time it shows what our layers add per iteration."""
+    from monai.engines.utils import IterationEvents
+
     from monai_stlu.utils.fast_path import as_plain_tensor, autocast
 
     first = next(iter(trainer.data_loader))
@@ -174,6 +177,7 @@ def bare_loop(trainer, warmup: int, timed: int, device: torch.device) -> dict:
                 loss = method(network, x, y, xu)["loss"]
             loss.backward()
             optimizer.step()
+            trainer.fire_event(IterationEvents.MODEL_COMPLETED)  # the method's own after-step work: D's step
             sync(device)
             if i >= warmup:
                 times.append(time.perf_counter() - start)

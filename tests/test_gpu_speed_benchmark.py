@@ -45,3 +45,19 @@ def test_loss_terms_stay_on_the_device_until_logged():
     logged = loss_terms(out)
     assert isinstance(logged["sup"], float) and logged["sup"] == pytest.approx(float(out["loss"]))
     assert (REPO_ROOT / "benchmarks" / "gpu_speed.py").is_file()
+
+
+@pytest.mark.slow
+def test_bare_loop_includes_the_methods_discriminator_step(tmp_path, monkeypatch):
+    """SASSNet's and DAN's discriminator step is the method's work: the bare loop runs it too, so the row compares
+    like with like (1 warm-up + 2 timed iterations in the trainer, as many in the bare loop)."""
+    from benchmarks import gpu_speed
+    from monai_stlu.engines.methods.adversarial import AdversarialMethod
+
+    calls = []
+    step = AdversarialMethod.discriminator_step
+    monkeypatch.setattr(AdversarialMethod, "discriminator_step", lambda self, engine: calls.append(1) or step(self, engine))
+    out = tmp_path / "speed.json"
+    gpu_speed.main(["--tiny", "--methods", "dan", "--skip_evaluation", "--json", str(out)])
+    assert len(calls) == 6
+    assert "evaluation" not in json.loads(out.read_text())
