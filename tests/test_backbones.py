@@ -235,8 +235,8 @@ def test_every_single_network_method_trains_on_a_monai_backbone(method, syntheti
     parser.get_parsed_content("initialize")
     trainer = parser.get_parsed_content("train#trainer")
     losses = []
-    # the bundle's trainer keeps its output batched (the training Dice needs no decollation)
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["loss"])))
+    # the output is decollated per sample, as MONAI's trainers leave it; every sample carries the batch's loss
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output[0]["loss"])))
     trainer.run()
     assert len(losses) == 2 + (2 if method == "bcp" else 0) and all(math.isfinite(v) for v in losses), losses
     network = parser.get_parsed_content("network")

@@ -32,8 +32,9 @@ def loss_terms(output: Any) -> dict[str, float]:
 
 
 def onehot_pred_label(num_classes: int) -> Callable[[Any], tuple[torch.Tensor, torch.Tensor]]:
-    """An ``output_transform`` for a training metric on the trainer's batched (not decollated) output: the argmax of
-    ``pred`` and the class-index ``label`` as one-hot float batches ``(B, num_classes, *spatial)``.
+    """An ``output_transform`` for a training metric: the argmax of ``pred`` and the class-index ``label`` of the
+    trainer's output (decollated, as MONAI's trainers leave it, or batched) as one-hot float batches
+    ``(B, num_classes, *spatial)``.
 
     ``MeanDice`` gets the same per-case inputs as from decollating the output and applying
     ``AsDiscreted(keys=["pred", "label"], argmax=[True, False], to_onehot=num_classes)`` to each case (the
