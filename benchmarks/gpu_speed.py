@@ -153,11 +153,9 @@ def eager(trainer):
 
 def bare_loop(trainer, warmup: int, timed: int, device: torch.device) -> dict:
     """The same method (network calls and loss), backward and optimizer step in a plain PyTorch loop on tensors already
-    on the device, with the method's own after-step work (what it registers on ``MODEL_COMPLETED``: SASSNet's and
-    DAN's discriminator step): no loaders, transforms or other handlers (EMA updates, ramps, metrics, logging).
+    on the device, with the method's own after-step work (SASSNet's and DAN's discriminator step, which they run on
+    ``MODEL_COMPLETED``): no loaders, transforms or other handlers (EMA updates, ramps, metrics, logging).
     Beside the trainer's time it shows what our layers add per iteration."""
-    from monai.engines.utils import IterationEvents
-
     from monai_stlu.utils.fast_path import as_plain_tensor, autocast
 
     first = next(iter(trainer.data_loader))
@@ -165,6 +163,7 @@ def bare_loop(trainer, warmup: int, timed: int, device: torch.device) -> dict:
     y = as_plain_tensor(first["label"]).to(device)  # plain tensors, as the trainer hands them to the method
     xu = trainer.next_unlabeled() if trainer.method.uses_unlabeled else None
     network, method, optimizer = trainer.network, trainer.method, trainer.optimizer
+    after_step = getattr(method, "discriminator_step", None)
     network.train()
     method.train()
     times = []
@@ -177,7 +176,8 @@ def bare_loop(trainer, warmup: int, timed: int, device: torch.device) -> dict:
                 loss = method(network, x, y, xu)["loss"]
             loss.backward()
             optimizer.step()
-            trainer.fire_event(IterationEvents.MODEL_COMPLETED)  # the method's own after-step work: D's step
+            if after_step is not None:  # the method's own after-step work: SASSNet's and DAN's discriminator step
+                after_step(trainer)
             sync(device)
             if i >= warmup:
                 times.append(time.perf_counter() - start)
