@@ -140,7 +140,7 @@ def time_method(method: str, overrides: dict, warmup: int, timed: int, device: t
 def eager(trainer):
     """Run the trainer's compiled modules eagerly for a while (``nn.Module.compile`` keeps the compiled call on the
     module as ``_compiled_call_impl``; without it the module calls its own forward)."""
-    modules = [trainer.network, *trainer.method.compiled_modules()] if getattr(trainer, "compile", False) else []
+    modules = getattr(trainer, "compiled_modules", [])
     saved = [m.__dict__.get("_compiled_call_impl") for m in modules]
     for m in modules:
         m._compiled_call_impl = None

@@ -73,10 +73,11 @@ def assert_same_as_eager(method: str, compile_kwargs: dict, rtol: float, update_
     assert step_eager.norm() > 0
     assert (step_compiled - step_eager).norm() <= update_rtol * step_eager.norm(), (
         float((step_compiled - step_eager).norm() / step_eager.norm()))
-    assert getattr(trainer.network, "_compiled_call_impl", None) is not None
-    for module in trainer.method.compiled_modules():  # the teacher was copied before compiling: its own module
+    assert trainer.compiled_modules == [trainer.network, *trainer.method.compiled_modules()]
+    assert plain.compiled_modules == []
+    for module in trainer.compiled_modules:  # the teacher was copied before compiling: its own module
         assert getattr(module, "_compiled_call_impl", None) is not None
-        assert module is not trainer.network
+    assert len({id(m) for m in trainer.compiled_modules}) == len(trainer.compiled_modules)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -112,7 +113,7 @@ def test_speed_benchmark_times_the_compiled_trainer_against_the_eager_bare_step(
     from benchmarks import gpu_speed
 
     _, trainer = train("mean_teacher", compile=True, compile_kwargs={"backend": "aot_eager"}, iterations=1)
-    modules = [trainer.network, *trainer.method.compiled_modules()]
+    modules = trainer.compiled_modules
     compiled = [m._compiled_call_impl for m in modules]
     with gpu_speed.eager(trainer):
         assert all(m._compiled_call_impl is None for m in modules)  # the bare loop's network calls run eagerly

@@ -161,9 +161,10 @@ class SemiSupervisedTrainer(Trainer):
         self.amp_dtype = autocast_dtype(self.state.device, self.amp_kwargs.pop("dtype", None) or amp_dtype)
         self.method.attach(self)
         self.compile = as_bool(compile)
-        if self.compile:
-            for module in [network, *self.method.compiled_modules()]:
-                module.compile(**(compile_kwargs or {}))
+        #: the modules compiled in place (empty unless ``compile``): the network, then the method's own networks
+        self.compiled_modules: list[torch.nn.Module] = [network, *self.method.compiled_modules()] if self.compile else []
+        for module in self.compiled_modules:
+            module.compile(**(compile_kwargs or {}))
         if train_handlers is not None:
             self._register_handlers(train_handlers)
 
