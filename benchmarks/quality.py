@@ -176,6 +176,7 @@ def bn_check(opts: argparse.Namespace, methods: list[str], seeds: list[int], bat
     from monai.bundle import ConfigParser
 
     from monai_stlu.metrics import dice_score
+    from monai_stlu.utils import argmax
 
     lines = ["| method | seed | validation Dice as trained | after BN recomputed from clean passes | change |",
              "|---|---|---|---|---|"]
@@ -202,7 +203,7 @@ def bn_check(opts: argparse.Namespace, methods: list[str], seeds: list[int], bat
             dice = []
             with torch.no_grad():
                 for batch in val_loader:
-                    pred = inferer(batch["image"].to(device), net).argmax(1) > 0
+                    pred = argmax(inferer(batch["image"].to(device), net), 1) > 0
                     dice += [dice_score(p, l > 0) for p, l in zip(pred, batch["label"][:, 0])]
             return sum(dice) / len(dice)
 

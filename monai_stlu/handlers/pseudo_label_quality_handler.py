@@ -13,6 +13,7 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_stlu.metrics.segmentation_metrics import dice_score
+from monai_stlu.utils.fast_path import argmax
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
@@ -71,7 +72,7 @@ class PseudoLabelQualityHandler:
             scores = []
             for case in self._loaded:
                 image = torch.as_tensor(case["image"])[None].to(self.device)
-                pred = self.inferer(image, network).argmax(dim=1)[0].cpu()
+                pred = argmax(self.inferer(image, network), dim=1)[0].cpu()
                 scores.append(dice_score(pred.numpy() > 0, torch.as_tensor(case["label"])[0].numpy() > 0))
         finally:
             network.train(was_training)

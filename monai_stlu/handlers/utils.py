@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from monai_stlu.utils.fast_path import argmax
+
 __all__ = ["loss_terms", "onehot_pred_label"]
 
 _NOT_TERMS = ("image", "label", "pred")
@@ -51,7 +53,7 @@ def onehot_pred_label(num_classes: int) -> Callable[[Any], tuple[torch.Tensor, t
             label = torch.stack([item["label"] for item in output])
         else:
             pred, label = output["pred"], output["label"]
-        index = pred.detach().argmax(1, keepdim=True)
+        index = argmax(pred.detach(), 1, keepdim=True)
         classes = torch.arange(num_classes, device=index.device).view(1, -1, *([1] * (index.dim() - 2)))
         return (index == classes).float(), (label.detach().long() == classes).float()
 

@@ -12,6 +12,7 @@ from monai.losses import DiceLoss
 from torch import nn
 
 from monai_stlu.losses.seg_dice_loss import SegDiceLoss
+from monai_stlu.utils.fast_path import argmax
 
 __all__ = ["SymmetricPseudoLabelLoss"]
 
@@ -57,7 +58,7 @@ class SymmetricPseudoLabelLoss(nn.Module):
     @staticmethod
     def pseudo_label(logits: torch.Tensor) -> torch.Tensor:
         """Detached argmax over the channel dimension, kept as a (B, 1, *spatial) class-index tensor."""
-        return torch.argmax(logits.detach(), dim=1, keepdim=True)
+        return argmax(logits.detach(), dim=1, keepdim=True)
 
     def directed(self, learner: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """``L(learner, argmax teacher)``, restricted to the teacher's confident voxels when ``threshold`` is set."""

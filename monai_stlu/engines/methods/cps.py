@@ -17,6 +17,7 @@ from monai_stlu.engines.methods.utils import init_weights, reinitialize
 from monai_stlu.losses.seg_dice_ce_loss import SegDiceCELoss
 from monai_stlu.networks.utils import unwrap
 from monai_stlu.utils.distributed import broadcast_module, ddp
+from monai_stlu.utils.fast_path import argmax
 
 if TYPE_CHECKING:
     from monai_stlu.engines.semi_supervised_trainer import SemiSupervisedTrainer
@@ -74,8 +75,8 @@ class CPSMethod(SemiSupervisedMethod):
     @staticmethod
     def cross_pseudo_loss(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
         """``CE(a, argmax b) + CE(b, argmax a)`` with detached pseudo-labels."""
-        pseudo_a = logits_a.detach().argmax(dim=1)
-        pseudo_b = logits_b.detach().argmax(dim=1)
+        pseudo_a = argmax(logits_a.detach(), dim=1)
+        pseudo_b = argmax(logits_b.detach(), dim=1)
         return F.cross_entropy(logits_a.float(), pseudo_b) + F.cross_entropy(logits_b.float(), pseudo_a)
 
     def forward(  # type: ignore[override]

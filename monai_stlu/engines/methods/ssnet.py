@@ -14,6 +14,7 @@ from torch import nn
 from monai_stlu.engines.methods.base import SemiSupervisedMethod
 from monai_stlu.losses.seg_dice_loss import SegDiceLoss
 from monai_stlu.losses.vat_loss import VATLoss
+from monai_stlu.utils.fast_path import argmax
 
 __all__ = ["SSNetMethod"]
 
@@ -120,8 +121,8 @@ class SSNetMethod(SemiSupervisedMethod):
         logits, embedding = network.forward_embedding(x)
         prob = torch.softmax(logits.float(), dim=1)
         target = label[:, 0].long()
-        prediction = prob[:b].argmax(dim=1)
-        pseudo = prob[b:].argmax(dim=1)
+        prediction = argmax(prob[:b], dim=1)
+        pseudo = argmax(prob[b:], dim=1)
         channels = embedding.shape[1]
         feat_l = embedding[:b].float().movedim(1, -1)
         correct = (prediction == target) & (prediction > 0)
