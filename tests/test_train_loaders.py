@@ -79,3 +79,36 @@ def test_labeled_and_unlabeled_loaders_own_their_transforms(tmp_path):
             n += 1
         assert n == len(labeled)  # a loader thread that died on a bad crop would end the pass early
     set_determinism(seed=None)
+
+
+def snapshot(dataset):
+    return [{k: (item[k].as_tensor().clone(), item[k].affine.clone(), len(item[k].applied_operations),
+                 sorted(item[k].meta)) for k in ("image", "label") if k in item} for item in dataset._cache]
+
+
+def test_random_transforms_leave_the_cache_unchanged(tmp_path):
+    """The training datasets skip CacheDataset's deep copy of the whole cached volume before every crop
+    (``copy_cache: false``): the crop, flips, rotations and collation must never write into the cache, even when a
+    consumer writes into its batch, the crop is the whole volume, or no flip or rotation happens."""
+    shapes = [(48, 48, 32)] * 2 + [(64, 64, 48)] * 2 + [(72, 64, 40)] * 4
+    data = write_cases(tmp_path / "data", shapes)
+    for rot_flip in (True, False):
+        parser = ConfigParser()
+        parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "quick.json")])
+        parser.update({"bundle_root": str(tmp_path), "dataset_dir": data, "num_val": 0, "num_labeled": 4,
+                       "patch_size": [48, 48, 32], "progress": False, "random_rot_flip": rot_flip})
+        loaders = [parser.get_parsed_content(k) for k in ("train#dataloader", "train#unlabeled_dataloader")]
+        assert all(loader.dataset.copy_cache is False for loader in loaders)
+        before = [snapshot(loader.dataset) for loader in loaders]
+        for _ in range(10):
+            for batches in zip(*loaders):
+                for batch in batches:
+                    for key in ("image", "label"):
+                        if key in batch:
+                            batch[key].mul_(0).add_(-7)  # a consumer writing into its batch in place
+        for loader, cached in zip(loaders, before):
+            for item, (now, then) in enumerate(zip(snapshot(loader.dataset), cached)):
+                assert now.keys() == then.keys() and "image" in now
+                for key in now:
+                    assert torch.equal(now[key][0], then[key][0]), f"cached {key} {item} was written to"
+                    assert torch.equal(now[key][1], then[key][1]) and now[key][2:] == then[key][2:], f"{key} {item} meta"
