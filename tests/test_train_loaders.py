@@ -5,6 +5,8 @@ its label at different places, or at another volume's size. Each loader must own
 
 from __future__ import annotations
 
+import os
+
 import h5py
 import numpy as np
 import torch
@@ -112,3 +114,27 @@ def test_random_transforms_leave_the_cache_unchanged(tmp_path):
                 for key in now:
                     assert torch.equal(now[key][0], then[key][0]), f"cached {key} {item} was written to"
                     assert torch.equal(now[key][1], then[key][1]) and now[key][2:] == then[key][2:], f"{key} {item} meta"
+
+
+def test_worker_processes_outlive_a_pass(tmp_path):
+    """With worker processes (``num_workers`` > 0, the CUDA default), a pass over the labeled cases lasts a few
+    iterations (8 cases in batches of 2: 4); the same processes must serve the next pass instead of new ones being
+    started for each (about 0.2 s a pass). Without workers the loaders run in their thread, as before."""
+    data = write_cases(tmp_path / "data", [(56, 56, 40)] * 8)
+    for workers in (0, 1):
+        parser = ConfigParser()
+        parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "quick.json")])
+        parser.update({"bundle_root": str(tmp_path), "dataset_dir": data, "num_val": 0, "num_labeled": 4,
+                       "patch_size": [48, 48, 32], "progress": False, "num_workers": workers})
+        # the process that cut each crop, carried in the batch
+        parser["train#random_transforms"].append(
+            {"_target_": "Lambda", "func": "$lambda d: {**d, 'pid': torch.tensor(os.getpid())}"})
+        loaders = [parser.get_parsed_content(k) for k in ("train#dataloader", "train#unlabeled_dataloader")]
+        for loader in loaders:
+            assert loader.persistent_workers is (workers > 0)
+            pids = [set(batch["pid"].tolist()) for _ in range(3) for batch in loader]
+            assert len(pids) == 3 * len(loader) and len(loader) >= 2
+            if workers:
+                assert len(set.union(*pids)) == 1 and os.getpid() not in set.union(*pids)  # one worker, all passes
+            else:
+                assert set.union(*pids) == {os.getpid()}
