@@ -6,7 +6,7 @@
     python benchmarks/gpu_speed.py --tiny --json OUT.json            # tiny sizes on any device (CI, CPU)
 
 Per method: parameters (the exported network, and what the method adds: a teacher, a second network), seconds per
-iteration (median of the timed iterations after warm-up), split into the time spent waiting
+iteration (median of the timed iterations after warm-up, and their mean), split into the time spent waiting
 for the labeled and unlabeled loaders and the time in the step (forward, loss, backward, optimizer; CUDA-synchronised
 at iteration boundaries, so the split is exact), peak GPU memory, the step's FLOPs (``torch.utils.flop_counter``,
 one iteration) and the achieved fraction of the device's dense half-precision peak (``--peak_tflops``, known for
@@ -120,6 +120,9 @@ def time_method(method: str, overrides: dict, warmup: int, timed: int, device: t
         "method": method,
         "compiled": bool(getattr(trainer, "compile", False)),
         "s_per_iteration": statistics.median(totals),
+        # the mean keeps what the median hides: a loader pass ending every few iterations (8 labeled cases in
+        # batches of 2), or a worker process started for each pass
+        "mean_s_per_iteration": statistics.fmean(totals),
         "loader_wait_s": statistics.median(waits),
         "step_s": statistics.median(steps),
         "timed_iterations": len(totals),
