@@ -119,7 +119,7 @@ def test_random_transforms_leave_the_cache_unchanged(tmp_path):
 def test_worker_processes_outlive_a_pass(tmp_path):
     """With worker processes (``num_workers`` > 0, the CUDA default), a pass over the labeled cases lasts a few
     iterations (8 cases in batches of 2: 4); the same processes must serve the next pass instead of new ones being
-    started for each (about 0.2 s a pass). Without workers the loaders run in their thread, as before."""
+    started for each (about 0.1 s a pass). Without workers the loaders run in their thread, as before."""
     data = write_cases(tmp_path / "data", [(56, 56, 40)] * 8)
     for workers in (0, 1):
         parser = ConfigParser()

@@ -95,8 +95,8 @@ def argmax(x: torch.Tensor, dim: int = 1, keepdim: bool = False) -> torch.Tensor
 
     Both return the index of the first maximum along ``dim`` (a NaN counts as the maximum), for every dtype. On a
     CPU, torch 2.13's ``argmax`` over the channel dimension of a segmentation output (not the innermost dimension)
-    takes a slow reduction path: 14x the time of ``max`` on a (2, 2, 32, 32, 32) batch and 377 ms against 26 ms on the
-    CPU protocol's (4, 2, 96, 96, 64) (BENCHMARKS "Host time"). The pseudo-labels and the training Dice take their
+    takes a slow reduction path: 13x the time of ``max`` on a (2, 2, 32, 32, 32) batch and 240 ms against 18 ms on the
+    CPU protocol's (4, 2, 96, 96, 64) (BENCHMARKS "Host time", ``benchmarks/host_micro.py``). The pseudo-labels and the training Dice take their
     argmax here (on CUDA the two have not been timed against each other).
 
     Args:
