@@ -65,8 +65,7 @@ def time_ema(repeats: int) -> list[dict]:
 
 
 def build_trainer(method: str, data: str, tmp: str, overrides: dict):
-    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-    import gpu_speed
+    import gpu_speed  # on the path from main()
 
     base = {"bundle_root": tmp, "dataset_dir": data, "num_val": 0, "num_labeled": 8, "progress": False,
             "device": torch.device("cpu"), "max_iterations": 4, "val_interval": 4, "patch_size": [32, 32, 32],
