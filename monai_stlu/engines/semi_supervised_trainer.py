@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -17,6 +17,7 @@ from monai.utils.enums import CommonKeys as Keys
 from torch.optim.optimizer import Optimizer
 
 from monai_stlu.engines.methods.base import SemiSupervisedMethod
+from monai_stlu.utils.best_metric import best_metric_state, restore_best_metric
 from monai_stlu.utils.flags import as_bool
 from monai_stlu.utils.fast_path import as_plain_tensor, autocast, autocast_dtype, to_channels_last
 
@@ -173,6 +174,19 @@ class SemiSupervisedTrainer(Trainer):
         use_scaler = self.amp and self.state.device.type == "cuda" and self.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         Workflow.run(self)
+
+    def state_dict(self) -> dict:
+        """ignite's engine state (iteration, epoch, ...) plus the best training key-metric value and its epoch, so
+        that a resumed run does not call its first training Dice a new best."""
+        state = super().state_dict()
+        state.update(best_metric_state(self))
+        return state
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        """Restore :py:meth:`state_dict`'s entry; one written without the best value (an older checkpoint) loads
+        as before."""
+        super().load_state_dict({k: v for k, v in state_dict.items() if k not in ("best_metric", "best_metric_epoch")})
+        restore_best_metric(self, state_dict)
 
     def next_unlabeled(self) -> torch.Tensor:
         """The next unlabeled image batch on the trainer's device, restarting the loader when it runs out."""

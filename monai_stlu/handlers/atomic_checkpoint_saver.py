@@ -18,6 +18,7 @@ from monai.handlers import CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_stlu.handlers.model_record import attach_model_record
+from monai_stlu.utils.best_metric import best_metric_state, restore_best_metric
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 Checkpoint, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Checkpoint")
@@ -107,7 +108,9 @@ class AtomicCheckpointSaver(CheckpointSaver):
     - ``state_dict()`` / ``load_state_dict()`` hold the key-metric record (which scores are saved under which
       file names). Put the best-model saver in the periodic checkpoint's ``save_dict`` and the resumed run keeps
       ``model.pt`` unless a validation beats the best score of the interrupted run (without it, the first
-      validation after a resume overwrites ``model.pt`` whatever its score).
+      validation after a resume overwrites ``model.pt`` whatever its score). The record also carries the best value
+      of the workflow the saver is attached to (the evaluator's ``state.best_metric``), so that the resumed evaluator
+      does not log the first score after a resume as a new best.
 
     Args:
         save_dir: the folder of the files.
@@ -136,6 +139,14 @@ class AtomicCheckpointSaver(CheckpointSaver):
                 record = model_record if fixed_name and len(save_dict) == 1 else None  # flat model files only
                 checkpoint.save_handler = _FixedNameAtomicSaver(save_dir, fixed_name, record)
         self._adopted = False
+        self._engine: Any = None
+        self._pending_best: Mapping = {}
+
+    def attach(self, engine: Any) -> None:
+        """Attach as MONAI's saver does, remembering the engine whose best key-metric value the record carries."""
+        super().attach(engine)
+        self._engine = engine
+        restore_best_metric(engine, self._pending_best)
 
     def interval_completed(self, engine: Any) -> None:
         """Save the periodic checkpoint; the first time, adopt the periodic files an interrupted run of this folder
@@ -161,12 +172,23 @@ class AtomicCheckpointSaver(CheckpointSaver):
         checkpoint._saved.sort(key=lambda item: item.priority)
 
     def state_dict(self) -> dict:
-        """The key-metric record: ``{"key_metric_saved": [(score, file name), ...]}`` (empty without a key metric)."""
-        saved = self._key_metric_checkpoint.state_dict()["_saved"] if self._key_metric_checkpoint is not None else []
-        return {"key_metric_saved": [(float(score), str(name)) for score, name in saved]}
+        """The key-metric record: ``{"key_metric_saved": [(score, file name), ...]}`` (empty without a key metric),
+        plus ``best_metric`` / ``best_metric_epoch`` of the attached workflow once it has compared a key metric."""
+        if self._key_metric_checkpoint is None:
+            return {"key_metric_saved": []}
+        saved = self._key_metric_checkpoint.state_dict()["_saved"]
+        record: dict = {"key_metric_saved": [(float(score), str(name)) for score, name in saved]}
+        if self._engine is not None:
+            record.update(best_metric_state(self._engine))
+        return record
 
     def load_state_dict(self, state_dict: Mapping) -> None:
-        """Restore the key-metric record written by :py:meth:`state_dict`."""
+        """Restore the key-metric record written by :py:meth:`state_dict`, and the attached workflow's best value
+        (set when the saver is attached, if it is not yet). A record without the best value (written by an older
+        version) restores the file record only."""
         if self._key_metric_checkpoint is not None:
             saved = [(float(score), str(name)) for score, name in state_dict.get("key_metric_saved", [])]
             self._key_metric_checkpoint.load_state_dict({"_saved": saved})
+            self._pending_best = dict(state_dict)
+            if self._engine is not None:
+                restore_best_metric(self._engine, state_dict)
