@@ -17,7 +17,7 @@ from monai.utils.enums import CommonKeys as Keys
 from torch.optim.optimizer import Optimizer
 
 from monai_stlu.engines.methods.base import SemiSupervisedMethod
-from monai_stlu.utils.best_metric import best_metric_state, restore_best_metric
+from monai_stlu.utils.best_metric import BEST_METRIC_KEYS, best_metric_state, restore_best_metric
 from monai_stlu.utils.flags import as_bool
 from monai_stlu.utils.fast_path import as_plain_tensor, autocast, autocast_dtype, to_channels_last
 
@@ -185,7 +185,7 @@ class SemiSupervisedTrainer(Trainer):
     def load_state_dict(self, state_dict: Mapping) -> None:
         """Restore :py:meth:`state_dict`'s entry; one written without the best value (an older checkpoint) loads
         as before."""
-        super().load_state_dict({k: v for k, v in state_dict.items() if k not in ("best_metric", "best_metric_epoch")})
+        super().load_state_dict({k: v for k, v in state_dict.items() if k not in BEST_METRIC_KEYS})
         restore_best_metric(self, state_dict)
 
     def next_unlabeled(self) -> torch.Tensor:

@@ -10,7 +10,7 @@ _EXPORTS = {
     "ramps": ("ramp_value", "sigmoid_rampup"),
     "bundle": ("bundle_root", "source_commit"),
     "flags": ("as_bool",),
-    "best_metric": ("best_metric_state", "restore_best_metric"),
+    "best_metric": ("BEST_METRIC_KEYS", "best_metric_state", "restore_best_metric"),
     "plots": ("plot_run", "read_scalars"),
     "distributed": ("average_buffers", "broadcast_module", "ddp", "init_distributed", "is_distributed",
                     "save_rank_networks"),

@@ -8,9 +8,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["best_metric_state", "restore_best_metric"]
+__all__ = ["BEST_METRIC_KEYS", "best_metric_state", "restore_best_metric"]
 
-_KEYS = ("best_metric", "best_metric_epoch")
+#: the entry's keys, as in ``engine.state``
+BEST_METRIC_KEYS = ("best_metric", "best_metric_epoch")
 
 
 def best_metric_state(engine: Any) -> dict[str, float | int]:
@@ -34,6 +35,6 @@ def best_metric_state(engine: Any) -> dict[str, float | int]:
 def restore_best_metric(engine: Any, state: Mapping[str, Any]) -> None:
     """Set ``engine.state.best_metric`` / ``best_metric_epoch`` from :py:func:`best_metric_state`'s entry; an entry
     without them (a checkpoint written before they were saved, or before the first validation) changes nothing."""
-    if all(key in state for key in _KEYS):
+    if all(key in state for key in BEST_METRIC_KEYS):
         engine.state.best_metric = float(state["best_metric"])
         engine.state.best_metric_epoch = int(state["best_metric_epoch"])
