@@ -13,7 +13,7 @@ from ignite.engine import Engine, Events
 from monai.bundle import ConfigParser
 
 from conftest import REPO_ROOT
-from monai_stlu.engines import UAMTMethod
+from monai_stlu.engines import CPSMethod, MCNetPlusMethod, MeanTeacherMethod, UAMTMethod
 from monai_stlu.engines.methods import context_mask, init_weights
 from monai_stlu.handlers import IterationLrHandler
 from monai_stlu.losses import SegDiceCELoss, SegDiceLoss
@@ -37,32 +37,80 @@ def softmax64(z):
 
 
 # --- Dice forms ---------------------------------------------------------------------------------------------------
+def mcnet_binary_dice64(logits, y):
+    """MC-Net's / SS-Net's ``Binary_dice_loss`` of the foreground softmax over the batch: sum p + sum g, eps 1e-8."""
+    p, g = softmax64(logits)[:, 1], y[:, 0].astype(np.float64)
+    return 1 - (2 * (p * g).sum() + 1e-8) / (p.sum() + g.sum() + 1e-8)
+
+
+def uamt_dice64(logits, y):
+    """UA-MT's ``dice_loss`` of the foreground softmax: squared denominators, smoothing 1e-5."""
+    p, g = softmax64(logits)[:, 1], y[:, 0].astype(np.float64)
+    return 1 - (2 * (p * g).sum() + 1e-5) / ((p * p).sum() + (g * g).sum() + 1e-5)
+
+
+def ce64(logits, y):
+    return -(np.log(softmax64(logits)) * np.eye(2)[y[:, 0]].transpose(0, 4, 1, 2, 3)).sum(1).mean()
+
+
+def uamt_dice_ce64(logits, y):
+    """UA-MT's supervised loss: 0.5 (CE + dice_loss(foreground))."""
+    return 0.5 * (ce64(logits, y) + uamt_dice64(logits, y))
+
+
+def ssl4mis_dice_ce64(logits, y):
+    """SSL4MIS's 3D scripts' supervised loss: 0.5 (CE + DiceLoss(2)), the squared Dice of each class averaged."""
+    p, onehot = softmax64(logits), np.eye(2)[y[:, 0]].transpose(0, 4, 1, 2, 3)
+    dice = np.mean([1 - (2 * (p[:, c] * onehot[:, c]).sum() + 1e-5)
+                    / ((p[:, c] ** 2).sum() + (onehot[:, c] ** 2).sum() + 1e-5) for c in range(2)])
+    return 0.5 * (ce64(logits, y) + dice)
+
+
+def random_logits_and_label(seed):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(2, 2, 6, 5, 4)), rng.integers(0, 2, (2, 1, 6, 5, 4))
+
+
 def test_mcnet_binary_dice_configuration_matches_its_formula():
-    rng = np.random.default_rng(0)
-    logits, y = rng.normal(size=(2, 2, 6, 5, 4)), rng.integers(0, 2, (2, 1, 6, 5, 4))
-    p = softmax64(logits)[:, 1]
-    g = y[:, 0].astype(np.float64)
-    want = 1 - (2 * (p * g).sum() + 1e-8) / (p.sum() + g.sum() + 1e-8)  # Binary_dice_loss over the batch
+    logits, y = random_logits_and_label(0)
+    want = mcnet_binary_dice64(logits, y)
     cfg = parsed("train.json", "methods/mcnet_plus.json")
     loss = cfg.get_parsed_content("method").sup_loss
     assert float(loss(torch.tensor(logits), torch.tensor(y))) == pytest.approx(want, rel=1e-7)
-    squared = 1 - (2 * (p * g).sum() + 1e-5) / ((p * p).sum() + g.sum() + 1e-5)  # UA-MT's dice_loss (STLU default)
+    squared = uamt_dice64(logits, y)  # UA-MT's dice_loss (STLU default)
     assert float(SegDiceLoss()(torch.tensor(logits), torch.tensor(y))) == pytest.approx(squared, rel=1e-7)
     assert abs(want - squared) > 0.05  # the two forms differ materially on the same inputs
 
 
 def test_cps_supervised_loss_is_ssl4mis_dice_over_all_classes_plus_ce():
-    rng = np.random.default_rng(1)
-    logits, y = rng.normal(size=(2, 2, 6, 5, 4)), rng.integers(0, 2, (2, 1, 6, 5, 4))
-    p = softmax64(logits)
-    onehot = np.eye(2)[y[:, 0]].transpose(0, 4, 1, 2, 3)
-    dice = np.mean([1 - (2 * (p[:, c] * onehot[:, c]).sum() + 1e-5)
-                    / ((p[:, c] ** 2).sum() + (onehot[:, c] ** 2).sum() + 1e-5) for c in range(2)])
-    ce = -(np.log(p) * onehot).sum(1).mean()
+    logits, y = random_logits_and_label(1)
     cfg = parsed("train.json", "methods/cps.json")
     loss = cfg.get_parsed_content("method").sup_loss
     assert isinstance(loss, SegDiceCELoss)
-    assert float(loss(torch.tensor(logits), torch.tensor(y))) == pytest.approx(0.5 * (ce + dice), rel=1e-6)
+    assert float(loss(torch.tensor(logits), torch.tensor(y))) == pytest.approx(ssl4mis_dice_ce64(logits, y), rel=1e-6)
+
+
+@pytest.mark.parametrize("method, reference", [
+    (MeanTeacherMethod, ssl4mis_dice_ce64),
+    (CPSMethod, ssl4mis_dice_ce64),
+    (UAMTMethod, uamt_dice_ce64),
+    (MCNetPlusMethod, mcnet_binary_dice64),
+])
+def test_class_defaults_are_the_named_references_supervised_loss(method, reference):
+    """Built from Python with no arguments, each baseline has its one reference's supervised loss, as its bundle
+    override file has (the two differ from each other: Mean Teacher's Dice counts both classes, UA-MT's only the
+    foreground)."""
+    rng = np.random.default_rng(4)
+    y = (rng.random((2, 1, 6, 5, 4)) < 0.2).astype(np.int64)  # a small foreground, as the atrium is
+    logits = rng.normal(size=(2, 2, 6, 5, 4))
+    logits[:, 1] += 1.5 * y[:, 0] - 0.5  # a prediction that partly finds it
+    got = float(method().sup_loss(torch.tensor(logits), torch.tensor(y)))
+    assert got == pytest.approx(reference(logits, y), rel=1e-6)
+    others = {ssl4mis_dice_ce64, uamt_dice_ce64, mcnet_binary_dice64} - {reference}
+    assert all(abs(got - other(logits, y)) > 0.03 for other in others)  # the inputs tell the forms apart
+    name = {MeanTeacherMethod: "mean_teacher", CPSMethod: "cps", UAMTMethod: "ua_mt", MCNetPlusMethod: "mcnet_plus"}
+    configured = parsed("train.json", f"methods/{name[method]}.json").get_parsed_content("method").sup_loss
+    assert float(configured(torch.tensor(logits), torch.tensor(y))) == pytest.approx(got, rel=1e-6)
 
 
 # --- networks: dropout and MC-Net+ decoders ------------------------------------------------------------------------

@@ -84,7 +84,8 @@ class BCPMethod(SemiSupervisedMethod):
     reference).
 
     Reference:
-        Bai Y. et al., "Bidirectional Copy-Paste for Semi-Supervised Medical Image Segmentation", CVPR 2023.
+        Bai Y. et al., "Bidirectional Copy-Paste for Semi-Supervised Medical Image Segmentation", CVPR 2023
+        (``DeepMed-Lab-ECNU/BCP``, ``code/LA_BCP_train.py``; evaluation as its ``code/test_LA.py``).
 
     Args:
         pretrain_iterations: iterations of the labeled-only pre-training stage.

@@ -32,14 +32,16 @@ class CPSMethod(SemiSupervisedMethod):
     re-initialised with ``seed_b`` (SSL4MIS draws A's convolutions Kaiming-normal and B's Xavier-normal: ``init_a``,
     ``init_b``), owned by the method (saved in its checkpoint state) and added to the trainer's
     optimizer as a second parameter group. Pseudo-labels are detached. ``consistency_weight`` is set by a
-    :py:class:`monai_stlu.handlers.RampUpHandler` in the bundles.
+    :py:class:`monai_stlu.handlers.RampUpHandler` in the bundles (``0.1 * exp(-5 (1 - t/200)^2)``,
+    ``t = iteration // 150``), with the reference's poly learning rate ``0.01 (1 - t/T)^0.9``.
 
     Reference:
-        Chen X. et al., "Semi-Supervised Semantic Segmentation with Cross Pseudo Supervision", CVPR 2021
-        (3D medical setting as in SSL4MIS).
+        Chen X. et al., "Semi-Supervised Semantic Segmentation with Cross Pseudo Supervision", CVPR 2021, in the 3D
+        form of ``HiLab-git/SSL4MIS``, ``train_cross_pseudo_supervision_3D.py``.
 
     Args:
-        sup_loss: supervised loss of each network, default ``0.5 (CE + Dice)``.
+        sup_loss: supervised loss of each network, default ``SegDiceCELoss(include_background=True)``: the
+            reference's ``0.5 (CE + DiceLoss(2))`` over both classes.
         consistency_weight: initial pseudo-supervision weight (the ramp handler overwrites it).
         seed_b: initialisation seed of network B.
         init_a: weight initialisation of network A (``"kaiming"`` as SSL4MIS, or ``"default"``: as built).
@@ -57,7 +59,7 @@ class CPSMethod(SemiSupervisedMethod):
         init_b: str = "xavier",
     ) -> None:
         super().__init__()
-        self.sup_loss = SegDiceCELoss() if sup_loss is None else sup_loss
+        self.sup_loss = SegDiceCELoss(include_background=True) if sup_loss is None else sup_loss
         self.consistency_weight = float(consistency_weight)
         self.seed_b = seed_b
         self.init_a, self.init_b = init_a, init_b

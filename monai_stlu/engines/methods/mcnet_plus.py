@@ -27,10 +27,12 @@ class MCNetPlusMethod(SemiSupervisedMethod):
 
     Reference:
         Wu Y. et al., "Mutual consistency learning for semi-supervised medical image segmentation",
-        Medical Image Analysis 2022.
+        Medical Image Analysis 2022 (``ycwu1997/MC-Net``, ``train_mcnet_3d.py``).
 
     Args:
-        sup_loss: per-decoder supervised loss, default :py:class:`monai_stlu.losses.SegDiceLoss`.
+        sup_loss: per-decoder supervised loss, default
+            ``SegDiceLoss(squared_pred=False, smooth_nr=1e-8, smooth_dr=1e-8)``: the reference's ``Binary_dice_loss``
+            of the foreground (``sum p + sum g``, epsilon 1e-8, over the batch).
         lambda_sup: weight of the summed supervised losses (0.5 in the reference).
         temperature: sharpening temperature ``T``.
         consistency_weight: initial consistency weight (the ramp handler overwrites it).
@@ -48,7 +50,7 @@ class MCNetPlusMethod(SemiSupervisedMethod):
         detach_targets: bool = False,
     ) -> None:
         super().__init__()
-        self.sup_loss = SegDiceLoss() if sup_loss is None else sup_loss
+        self.sup_loss = SegDiceLoss(squared_pred=False, smooth_nr=1e-8, smooth_dr=1e-8) if sup_loss is None else sup_loss
         self.lambda_sup = lambda_sup
         self.temperature = temperature
         self.consistency_weight = float(consistency_weight)

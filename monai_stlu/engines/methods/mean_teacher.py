@@ -28,14 +28,17 @@ class MeanTeacherMethod(SemiSupervisedMethod):
     the student updated by :py:class:`monai_stlu.handlers.EMATeacherHandler` after every step with
     ``alpha = min(1 - 1/(step+1), ema_decay)``, sees the unlabeled images plus ``clamp(N(0, 0.1^2), -0.2, 0.2)``
     noise. ``consistency_weight`` is set by a :py:class:`monai_stlu.handlers.RampUpHandler`
-    (``0.1 * exp(-5 (1 - t/40)^2)``, ``t = iteration // 150`` in the bundles).
+    (``0.1 * exp(-5 (1 - t/200)^2)``, ``t = iteration // 150`` in the bundles, as the reference's
+    ``consistency_rampup`` 200 and ``iter_num // 150``; :py:class:`UAMTMethod`, which extends this class, ramps over
+    40 as UA-MT does), with the reference's poly learning rate ``0.01 (1 - t/T)^0.9`` (the bundles' ``lr_factor``).
 
     Reference:
-        Tarvainen A., Valpola H., "Mean teachers are better role models", NeurIPS 2017; the 3D setting of
-        Yu L. et al., MICCAI 2019.
+        Tarvainen A., Valpola H., "Mean teachers are better role models", NeurIPS 2017, in the 3D form of
+        ``HiLab-git/SSL4MIS``, ``train_mean_teacher_3D.py`` (the one reference this class follows).
 
     Args:
-        sup_loss: supervised loss, default ``0.5 (CE + Dice)``.
+        sup_loss: supervised loss, default ``SegDiceCELoss(include_background=True)``: the reference's
+            ``0.5 (CE + DiceLoss(2))``, the squared Dice of both classes (background included) averaged.
         consistency_weight: initial consistency weight (the ramp handler overwrites it).
         ema_decay: the EMA's largest ``alpha``.
         noise_std: teacher input noise standard deviation.
@@ -53,7 +56,7 @@ class MeanTeacherMethod(SemiSupervisedMethod):
         noise_clip: float = 0.2,
     ) -> None:
         super().__init__()
-        self.sup_loss = SegDiceCELoss() if sup_loss is None else sup_loss
+        self.sup_loss = SegDiceCELoss(include_background=True) if sup_loss is None else sup_loss
         self.consistency_weight = float(consistency_weight)
         self.ema_decay = ema_decay
         self.noise_std = noise_std

@@ -11,6 +11,7 @@ import torch
 
 from monai_stlu.engines.methods.mean_teacher import MeanTeacherMethod
 from monai_stlu.handlers.ramp_up_handler import RampUpHandler
+from monai_stlu.losses.seg_dice_ce_loss import SegDiceCELoss
 
 if TYPE_CHECKING:
     from monai_stlu.engines.semi_supervised_trainer import SemiSupervisedTrainer
@@ -32,7 +33,7 @@ class UAMTMethod(MeanTeacherMethod):
 
     Reference:
         Yu L. et al., "Uncertainty-aware Self-ensembling Model for Semi-supervised 3D Left Atrium Segmentation",
-        MICCAI 2019.
+        MICCAI 2019 (``yulequan/UA-MT``, ``train_LA_meanteacher_certainty_unlabel.py``).
 
     Args:
         passes: stochastic teacher passes for the uncertainty.
@@ -42,7 +43,9 @@ class UAMTMethod(MeanTeacherMethod):
             None keeps ``threshold`` fixed.
         duplicate_batch: make the ``passes`` predictions from ``passes // 2`` passes of the duplicated batch, as the
             reference does (BatchNorm statistics of the doubled batch); False for one pass per prediction.
-        kwargs: :py:class:`MeanTeacherMethod` arguments.
+        kwargs: :py:class:`MeanTeacherMethod` arguments; ``sup_loss`` defaults here to UA-MT's
+            ``0.5 (CE + dice_loss(foreground))`` (``SegDiceLoss``'s squared foreground Dice, smoothing 1e-5), not
+            Mean Teacher's Dice over both classes.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class UAMTMethod(MeanTeacherMethod):
         duplicate_batch: bool = True,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("sup_loss", SegDiceCELoss())
         super().__init__(**kwargs)
         if passes < 1:
             raise ValueError(f"passes must be >= 1, got {passes}.")
