@@ -120,6 +120,8 @@ def run_one(opts: argparse.Namespace, method: str, seed: int) -> dict:
     summary = {"method": method, "seed": seed, "protocol": opts.protocol, "num_labeled": opts.num_labeled,
                "commit": code_version(),
                "train_minutes": (trained - start) / 60, "eval_minutes": (time.time() - trained) / 60, "override": opts.override,
+               **dict(zip(("train_minutes_all_segments", "train_segments"),
+                          training_minutes(os.path.join(out, "train.log")) or ())),
                "test": mean_metrics(os.path.join(out, "test", "metrics.csv"))}
     write_json_atomic(done, summary)
     return summary
@@ -258,6 +260,26 @@ def validation_curve(log_path: str, val_interval: int) -> list[tuple[int, float]
             if m:
                 points[int(m.group(1)) * val_interval] = float(m.group(2))
     return sorted(points.items())
+
+
+_EPOCH_TIME = re.compile(r"SemiSupervisedTrainer: Epoch\[(\d+)\] Complete\. Time taken: (\d+):(\d+):(\d+(?:\.\d+)?)")
+
+
+def training_minutes(log_path: str) -> tuple[float, int] | None:
+    """(minutes, segments) of the training that made a run, from its log: the trainer's epoch times (each with its
+    validation), the last one logged for an epoch a resumed run repeated, summed; segments = 1 + the resumes. The
+    wall time of one ``run`` call would count only the segment after the last interruption. None without epochs."""
+    if not os.path.isfile(log_path):
+        return None
+    epochs: dict[int, float] = {}
+    segments = 1
+    with open(log_path) as f:
+        for line in f:
+            segments += "resumed from" in line
+            m = _EPOCH_TIME.search(line)
+            if m:
+                epochs[int(m.group(1))] = int(m.group(2)) * 60 + int(m.group(3)) + float(m.group(4)) / 60
+    return (sum(epochs.values()), segments) if epochs else None
 
 
 def run_setting(protocol: str, folder: str, key: str):
@@ -474,7 +496,9 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"[{time.strftime('%H:%M:%S')}] {label} ...", flush=True)
                     result = run_one(opts, method, seed)
                     print(f"[{time.strftime('%H:%M:%S')}] {label}: test Dice {result['test']['dice']:.4f} "
-                          f"({result['train_minutes']:.1f} min training)", flush=True)
+                          f"({result.get('train_minutes_all_segments', result['train_minutes']):.1f} min training"
+                          f"{', %d segments' % result['train_segments'] if result.get('train_segments', 1) > 1 else ''})",
+                          flush=True)
     elif opts.command == "bn_check":
         opts.num_labeled = counts[0]
         print(bn_check(opts, methods, seeds, opts.bn_batches))

@@ -31,3 +31,25 @@ def test_vnet_weights_from_rejects_other_networks(tmp_path):
     torch.save(torch.nn.Linear(2, 2).state_dict(), src)
     with pytest.raises(ValueError, match="other.pt.*not a V-Net"):
         _vnet_weights_from(str(src), str(tmp_path / "vnet.pt"))
+
+
+def test_training_minutes_sum_the_epochs_of_every_segment(tmp_path):
+    """A run interrupted in epoch 3 and resumed from epoch 2's checkpoint: epochs 1, 2 from the first segment, 3 (the
+    last one logged) and 4 from the second; the evaluator's own epoch lines are not counted."""
+    from benchmarks.quality import training_minutes
+
+    log = tmp_path / "train.log"
+    trainer, evaluator = "ignite.engine.engine.SemiSupervisedTrainer", "ignite.engine.engine.SupervisedEvaluator"
+    log.write_text("\n".join([
+        f"2026-11-30 11:39:09,880 INFO {evaluator}: Epoch[1] Complete. Time taken: 00:00:11.987",
+        f"2026-11-30 11:39:18,605 INFO {trainer}: Epoch[1] Complete. Time taken: 00:13:46.746",
+        f"2026-11-30 11:48:30,472 INFO {trainer}: Epoch[2] Complete. Time taken: 01:09:11.867",
+        f"2026-11-30 11:58:30,472 INFO {trainer}: Epoch[3] Complete. Time taken: 00:05:00.000",
+        f"2026-11-30 13:37:05,600 INFO {trainer}: resumed from models/checkpoint_epoch=2.pt at iteration 400.",
+        f"2026-11-30 13:45:34,930 INFO {trainer}: Epoch[3] Complete. Time taken: 00:08:29.371",
+        f"2026-11-30 13:51:47,702 INFO {trainer}: Epoch[4] Complete. Time taken: 00:06:12.772",
+    ]))
+    seconds = (13 * 60 + 46.746) + (3600 + 9 * 60 + 11.867) + (8 * 60 + 29.371) + (6 * 60 + 12.772)
+    minutes, segments = training_minutes(str(log))
+    assert minutes == pytest.approx(seconds / 60) and segments == 2
+    assert training_minutes(str(tmp_path / "absent.log")) is None
