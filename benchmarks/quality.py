@@ -120,9 +120,10 @@ def run_one(opts: argparse.Namespace, method: str, seed: int) -> dict:
     summary = {"method": method, "seed": seed, "protocol": opts.protocol, "num_labeled": opts.num_labeled,
                "commit": code_version(),
                "train_minutes": (trained - start) / 60, "eval_minutes": (time.time() - trained) / 60, "override": opts.override,
-               **dict(zip(("train_minutes_all_segments", "train_segments"),
-                          training_minutes(os.path.join(out, "train.log")) or ())),
                "test": mean_metrics(os.path.join(out, "test", "metrics.csv"))}
+    timing = training_minutes(os.path.join(out, "train.log"))
+    if timing:
+        summary["train_minutes_all_segments"], summary["train_segments"] = timing
     write_json_atomic(done, summary)
     return summary
 
@@ -496,9 +497,8 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"[{time.strftime('%H:%M:%S')}] {label} ...", flush=True)
                     result = run_one(opts, method, seed)
                     print(f"[{time.strftime('%H:%M:%S')}] {label}: test Dice {result['test']['dice']:.4f} "
-                          f"({result.get('train_minutes_all_segments', result['train_minutes']):.1f} min training"
-                          f"{', %d segments' % result['train_segments'] if result.get('train_segments', 1) > 1 else ''})",
-                          flush=True)
+                          f"({result.get('train_minutes_all_segments', result['train_minutes']):.1f} min training in "
+                          f"{result.get('train_segments', 1)} segment(s))", flush=True)
     elif opts.command == "bn_check":
         opts.num_labeled = counts[0]
         print(bn_check(opts, methods, seeds, opts.bn_batches))
