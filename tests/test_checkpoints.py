@@ -143,6 +143,7 @@ def test_resumed_run_keeps_the_best_metric_values(tmp_path, caplog):
     saved = torch.load(tmp_path / "checkpoint_epoch=2.pt", weights_only=True)
     assert saved["best_model"]["best_metric"] == 0.8 and saved["trainer"]["best_metric"] == 0.4
 
+    caplog.clear()  # only the resumed run's log (the first run's may be captured too, as other tests set levels)
     with caplog.at_level(logging.INFO):
         trainer, evaluator = _training_run(tmp_path, [0.2, 0.9], [0.6, 0.7], max_epochs=4)
     assert "resumed from" in caplog.text and trainer.state.iteration == 4
