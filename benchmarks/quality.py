@@ -97,6 +97,20 @@ def write_json_atomic(path: str, content: dict) -> None:
     os.replace(tmp, path)
 
 
+def record_segment(out: str, commit: str) -> list[str]:
+    """Append ``commit`` (the code this call runs, :py:func:`code_version`) and the time to ``segments.json`` in the
+    run folder; return the distinct commits of every call so far, in order (a run resumed from another work tree has
+    two)."""
+    path = os.path.join(out, "segments.json")
+    segments = []
+    if os.path.isfile(path):
+        with open(path) as f:
+            segments = json.load(f)
+    segments.append({"commit": commit, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    write_json_atomic(path, segments)
+    return list(dict.fromkeys(s["commit"] for s in segments))
+
+
 def run_one(opts: argparse.Namespace, method: str, seed: int) -> dict:
     """Train (resuming any checkpoint), then evaluate on the test list; cached by ``done.json``."""
     tag = opts.tag + labeled_tag(opts.num_labeled)
@@ -111,6 +125,9 @@ def run_one(opts: argparse.Namespace, method: str, seed: int) -> dict:
         "--seed", str(seed), "--ckpt_dir", os.path.join(out, "models"), "--bundle_root", os.path.join(CONFIGS, ".."),
         *(["--num_labeled", str(opts.num_labeled)] if opts.num_labeled is not None else []), *opts.override,
     ]
+    commits = record_segment(out, code_version())
+    if len(commits) > 1:
+        print(f"note: {out} was trained by more than one version of the code: {', '.join(commits)}", flush=True)
     start = time.time()
     bundle(["run", "training", "--config_file", config_files(opts.protocol, method), *common,
             "--output_dir", os.path.join(out, "train")], os.path.join(out, "train.log"))
@@ -118,7 +135,7 @@ def run_one(opts: argparse.Namespace, method: str, seed: int) -> dict:
     bundle(["run", "--config_file", config_files(opts.protocol, method, "evaluate.json"), *common,
             "--output_dir", os.path.join(out, "test")], os.path.join(out, "eval.log"))
     summary = {"method": method, "seed": seed, "protocol": opts.protocol, "num_labeled": opts.num_labeled,
-               "commit": code_version(),
+               "commit": commits[-1], "commits": commits,
                "train_minutes": (trained - start) / 60, "eval_minutes": (time.time() - trained) / 60, "override": opts.override,
                "test": mean_metrics(os.path.join(out, "test", "metrics.csv"))}
     timing = training_minutes(os.path.join(out, "train.log"))

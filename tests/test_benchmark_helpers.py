@@ -53,3 +53,17 @@ def test_training_minutes_sum_the_epochs_of_every_segment(tmp_path):
     minutes, segments = training_minutes(str(log))
     assert minutes == pytest.approx(seconds / 60) and segments == 2
     assert training_minutes(str(tmp_path / "absent.log")) is None
+
+
+def test_record_segment_keeps_every_calls_commit(tmp_path):
+    """A protocol run resumed from another work tree names both versions of the code, in order, once each."""
+    import json
+
+    from benchmarks.quality import record_segment
+
+    assert record_segment(str(tmp_path), "aaa1111") == ["aaa1111"]
+    assert record_segment(str(tmp_path), "aaa1111") == ["aaa1111"]
+    assert record_segment(str(tmp_path), "bbb2222+dirty") == ["aaa1111", "bbb2222+dirty"]
+    segments = json.loads((tmp_path / "segments.json").read_text())
+    assert [s["commit"] for s in segments] == ["aaa1111", "aaa1111", "bbb2222+dirty"]
+    assert all(len(s["started"]) == 19 for s in segments) and not list(tmp_path.glob("*.partial"))
