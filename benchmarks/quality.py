@@ -100,12 +100,15 @@ def write_json_atomic(path: str, content: dict) -> None:
 def record_segment(out: str, commit: str) -> list[str]:
     """Append ``commit`` (the code this call runs, :py:func:`code_version`) and the time to ``segments.json`` in the
     run folder; return the distinct commits of every call so far, in order (a run resumed from another work tree has
-    two)."""
+    two). A run folder that already has a training log but no record was started by a ``quality.py`` that kept none:
+    its first entry says ``"unrecorded"``."""
     path = os.path.join(out, "segments.json")
     segments = []
     if os.path.isfile(path):
         with open(path) as f:
             segments = json.load(f)
+    elif os.path.isfile(os.path.join(out, "train.log")):
+        segments.append({"commit": "unrecorded", "started": None})
     segments.append({"commit": commit, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
     write_json_atomic(path, segments)
     return list(dict.fromkeys(s["commit"] for s in segments))

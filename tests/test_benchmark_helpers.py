@@ -67,3 +67,7 @@ def test_record_segment_keeps_every_calls_commit(tmp_path):
     segments = json.loads((tmp_path / "segments.json").read_text())
     assert [s["commit"] for s in segments] == ["aaa1111", "aaa1111", "bbb2222+dirty"]
     assert all(len(s["started"]) == 19 for s in segments) and not list(tmp_path.glob("*.partial"))
+    older = tmp_path / "older"  # a run begun by a quality.py without segments.json, resumed by this one
+    older.mkdir()
+    (older / "train.log").write_text("epoch 1\n")
+    assert record_segment(str(older), "ccc3333") == ["unrecorded", "ccc3333"]
