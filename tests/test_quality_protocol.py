@@ -35,6 +35,7 @@ def test_quality_protocol_tiny(tmp_path, capsys):
     quality.main(["run", "--methods", "supervised,stlu", "--seeds", "0", *common, "--override", *TINY])
     done = json.loads((tmp_path / "work" / "stlu_seed0" / "done.json").read_text())
     assert done["method"] == "stlu" and 0 <= done["test"]["dice"] <= 1
+    assert done["commits"] == [done["commit"]] and done["commit"] != "unrecorded"  # one call, one code version
     assert (tmp_path / "work" / "stlu_seed0" / "train" / "pseudo_label_quality.csv").is_file()
     predictions = sorted(p.name for p in (tmp_path / "work" / "stlu_seed0" / "test" / "predictions").iterdir())
     assert predictions == sorted(f"{case}_seg.nii.gz" for case in test_list.read_text().split())
