@@ -19,8 +19,8 @@ checkpoints, ``train.log``, ``pseudo_label_quality.csv``, the test metrics and p
 ASD in voxels and mm, mean ± std over cases and seeds, and the per-seed means), ``per_case.csv``,
 ``learning_curves.png`` (validation Dice against iteration; beside it the pseudo-label quality: Dice of each
 semi-supervised method's pseudo-labels against the true labels of "unlabeled" training cases), ``overlay.png`` (an
-axial slice through each test case: image, ground-truth contour and each method's contour), ``label_sweep.png`` for
-runs of ``--labeled``; ``robustness`` writes ``robustness.md`` and ``bn_check`` writes ``bn_check.md``.
+axial slice through each test case, one row per method: image, ground-truth and predicted contours, the case's
+Dice), ``label_sweep.png`` for runs of ``--labeled``; ``robustness`` writes ``robustness.md`` and ``bn_check`` writes ``bn_check.md``.
 """
 
 from __future__ import annotations
@@ -388,6 +388,12 @@ def report(opts: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def line_styles(n: int) -> list[tuple[str, str]]:
+    """``n`` (colour, line style) pairs, all different: the ten ``tab10`` colours, then again dashed, dotted, ..."""
+    dashes = ["-", "--", ":", "-."]
+    return [(f"C{i % 10}", dashes[(i // 10) % len(dashes)]) for i in range(n)]
+
+
 def label_sweep_plot(runs: dict, out: str) -> None:
     """Test Dice against the labeled count, a line per method, for runs made with ``--num_labeled`` (tag ``_lN``)."""
     import matplotlib
@@ -405,9 +411,9 @@ def label_sweep_plot(runs: dict, out: str) -> None:
     if not points:
         return
     fig, ax = plt.subplots(figsize=(5, 4))
-    for method, by_count in sorted(points.items()):
+    for (color, dash), (method, by_count) in zip(line_styles(len(points)), sorted(points.items())):
         counts = sorted(by_count)
-        ax.plot(counts, [by_count[c] for c in counts], marker="o", label=method)
+        ax.plot(counts, [by_count[c] for c in counts], color=color, linestyle=dash, marker="o", label=method)
     ax.set(xlabel="labeled training cases", ylabel="test Dice %", title="label-ratio sweep")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -422,61 +428,72 @@ def plots(opts: argparse.Namespace, runs: dict, out: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for method, seeds in sorted(runs.items()):
-        for seed, folder in sorted(seeds.items()):
-            val_interval = int(run_setting(opts.protocol, folder, "val_interval"))
-            curve = validation_curve(os.path.join(folder, "train.log"), val_interval)
-            if curve:
-                axes[0].plot(*zip(*curve), marker="o", label=f"{method} seed {seed}")
-            quality = os.path.join(folder, "train", "pseudo_label_quality.csv")
-            if os.path.isfile(quality):
-                with open(quality) as f:
-                    pts = [(int(r["iteration"]), float(r["dice"])) for r in csv.DictReader(f)]
-                if pts:
-                    axes[1].plot(*zip(*pts), marker="o", label=f"{method} seed {seed}")
+    labels = [(method, seed, folder) for method, seeds in sorted(runs.items()) for seed, folder in sorted(seeds.items())]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    for (color, dash), (method, seed, folder) in zip(line_styles(len(labels)), labels):
+        style = {"color": color, "linestyle": dash, "marker": "o", "markersize": 4, "label": f"{method} seed {seed}"}
+        val_interval = int(run_setting(opts.protocol, folder, "val_interval"))
+        curve = validation_curve(os.path.join(folder, "train.log"), val_interval)
+        if curve:
+            axes[0].plot(*zip(*curve), **style)
+        quality = os.path.join(folder, "train", "pseudo_label_quality.csv")
+        if os.path.isfile(quality):
+            with open(quality) as f:
+                pts = [(int(r["iteration"]), float(r["dice"])) for r in csv.DictReader(f)]
+            if pts:
+                axes[1].plot(*zip(*pts), **style)
     axes[0].set(title="validation Dice (model selection cases)", xlabel="iteration", ylabel="Dice")
     axes[1].set(title="pseudo-label Dice on 'unlabeled' training cases", xlabel="iteration", ylabel="Dice")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    # one legend for both panels (the same style is the same run in each), outside them so no curve is hidden
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "learning_curves.png"), dpi=110)
+    fig.savefig(os.path.join(out, "learning_curves.png"), dpi=110, bbox_inches="tight")
     plt.close(fig)
     overlay(opts, runs, out, plt)
 
 
-def overlay(opts: argparse.Namespace, runs: dict, out: str, plt) -> None:
-    """An axial slice through the centre of each test case's label: image, ground truth (white) and each main method's
-    first-seed prediction as contours (tagged variants are left out)."""
+def overlay(opts: argparse.Namespace, runs: dict, out: str, plt) -> list[str]:
+    """An axial slice through the centre of each test case's label (columns), one row per main method (its first
+    seed; tagged variants are left out): image, ground truth (white), the method's prediction (red) and its Dice on
+    that case under the panel. Returns the methods drawn, one row each."""
     import h5py
     import nibabel as nib
     import numpy as np
 
     with open(os.path.join(opts.dataset_dir, opts.test_list)) as f:
         cases = [line.strip() for line in f if line.strip()]
-    colors = ["tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:cyan", "tab:olive"]
-    fig, axes = plt.subplots(1, len(cases), figsize=(3 * len(cases), 3.4), squeeze=False)
-    for ax, case in zip(axes[0], cases):
+    main = sorted((m, s[min(s)]) for m, s in runs.items() if m in METHODS)  # variants (ablations, sweeps) would crowd it
+    if not main:
+        return []
+    dice = {m: {r["case"]: float(r["dice"]) for r in read_cases(os.path.join(folder, "test", "metrics.csv"))}
+            for m, folder in main}
+    fig, axes = plt.subplots(len(main), len(cases), figsize=(2.2 * len(cases), 2.3 * len(main)), squeeze=False)
+    for col, case in enumerate(cases):
         with h5py.File(os.path.join(opts.dataset_dir, "2018LA_Seg_Training Set", case, "mri_norm2.h5")) as f:
             image, label = f["image"][()], f["label"][()]
         z = int(np.round(np.nonzero(label)[2].mean())) if label.any() else image.shape[2] // 2
-        ax.imshow(image[:, :, z].T, cmap="gray", origin="lower")
-        ax.contour(label[:, :, z].T, levels=[0.5], colors="white", linewidths=1.2)
-        main = sorted((m, s) for m, s in runs.items() if m in METHODS)  # variants (ablations, sweeps) would crowd it
-        for color, (method, seeds) in zip(colors, main):
-            folder = seeds[min(seeds)]
+        for row, (method, folder) in enumerate(main):
+            ax = axes[row][col]
+            ax.imshow(image[:, :, z].T, cmap="gray", origin="lower")
+            ax.contour(label[:, :, z].T, levels=[0.5], colors="white", linewidths=1.0)
             found = sorted(glob.glob(os.path.join(folder, "test", "predictions", f"{case}_seg*.nii.gz")))
             if found:
-                pred = np.asarray(nib.load(found[0]).dataobj)
-                ax.contour(pred[:, :, z].T, levels=[0.5], colors=color, linewidths=0.9)
-                ax.plot([], [], color=color, label=method)
-        ax.set_title(f"{case[:8]} z={z}", fontsize=8)
-        ax.axis("off")
-    axes[0][0].legend(fontsize=6, loc="lower left")
+                pred = np.asarray(nib.load(found[0]).dataobj)[:, :, z]
+                if pred.any():
+                    ax.contour(pred.T, levels=[0.5], colors="red", linewidths=0.9)
+            score = f" {100 * dice[method][case]:.1f}" if case in dice[method] else ""
+            ax.set_title(f"{case[:8]} z={z}" if row == 0 else "", fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(f"{method}{score}", fontsize=7, labelpad=2)
+    fig.suptitle("test cases: ground truth (white), prediction (red); method and its Dice % under each panel", fontsize=9)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "overlay.png"), dpi=110)
+    fig.savefig(os.path.join(out, "overlay.png"), dpi=80)
     plt.close(fig)
+    return [m for m, _ in main]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -71,3 +71,41 @@ def test_record_segment_keeps_every_calls_commit(tmp_path):
     older.mkdir()
     (older / "train.log").write_text("epoch 1\n")
     assert record_segment(str(older), "ccc3333") == ["unrecorded", "ccc3333"]
+
+
+def test_report_figures_tell_every_run_apart(tmp_path):
+    """More runs than a colour cycle has colours: every run keeps a style of its own, and the overlay draws a row for
+    every method (it used to zip the methods with seven colours and drop the rest without a word)."""
+    import argparse
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import nibabel as nib
+    import numpy as np
+
+    from benchmarks.quality import METHODS, line_styles, overlay
+    from monai_stlu.data.synthetic import write_synthetic_la
+
+    styles = line_styles(25)
+    assert len(set(styles)) == 25 and styles[0] != styles[10] and styles[0][0] == styles[10][0]
+
+    data = write_synthetic_la(str(tmp_path / "la"), num_train=0, num_test=2, shape=(32, 32, 16))
+    cases = (tmp_path / "la" / "test.list").read_text().split()
+    methods = list(METHODS[:12])
+    runs = {}
+    for i, method in enumerate(methods):
+        folder = tmp_path / "work" / f"{method}_seed0"
+        (folder / "test" / "predictions").mkdir(parents=True)
+        rows = ["case,class,dice"] + [f"{case},1,{0.5 + i / 100}" for case in cases]
+        (folder / "test" / "metrics.csv").write_text("\n".join(rows) + "\n")
+        for case in cases:
+            pred = np.zeros((32, 32, 16), np.uint8)
+            pred[8:24, 8:24, 4:12] = 1
+            nib.save(nib.Nifti1Image(pred, np.eye(4)), str(folder / "test" / "predictions" / f"{case}_seg.nii.gz"))
+        runs[method] = {0: str(folder)}
+    runs["stlu_decoder"] = {0: runs["supervised"][0]}  # a tagged variant: not a row of its own
+    opts = argparse.Namespace(dataset_dir=data, test_list="test.list")
+    drawn = overlay(opts, runs, str(tmp_path), plt)
+    assert drawn == sorted(methods) and (tmp_path / "overlay.png").stat().st_size > 0
