@@ -386,3 +386,26 @@ def test_reference_weight_helper_agrees_with_the_package_ramp():
 
     assert ramp_value(4500, 1.0) == pytest.approx(reference_weight(1.0, 40, 4500))
     assert math.isclose(reference_weight(0.1, 200, 0), 0.1 * math.exp(-5))
+
+
+def test_ssnet_mask_sized_parts_run_in_float32_under_bf16_autocast():
+    """The memory update and the separation work on rows picked by masks (a new count every iteration); under bf16
+    autocast on a CPU each new shape was another oneDNN matmul the process kept (SS-Net's protocol run grew past 13
+    GB). They run in float32, as the reference: the memory, the separation and its selectors' outputs are float32,
+    and the loss equals the one computed without autocast for those parts."""
+    from monai_stlu.engines.methods.ssnet import SSNetMethod
+    from monai_stlu.networks.nets.prototype_vnet import PrototypeVNet
+
+    torch.manual_seed(0)
+    net = PrototypeVNet(n_filters=4)
+    method = SSNetMethod()
+    feats = torch.randn(300, 4)
+    labels = (torch.rand(300) > 0.5).long()
+    predicted = torch.randn(300, 32, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        method.update_memory(net, feats, labels)
+        sep = method.separation(net, predicted, labels)
+    assert method.memory[1] is not None and method.memory[1].dtype == torch.float32
+    assert sep.dtype == torch.float32
+    want = method.separation(net, predicted.float(), labels)  # no autocast at all
+    torch.testing.assert_close(sep, want)

@@ -74,10 +74,14 @@ class SSNetMethod(SemiSupervisedMethod):
         self.memory: list[torch.Tensor | None] = []
 
     def update_memory(self, network: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> None:
-        """Replace each class's memory by the projections of ``features`` (N, F) of that class (``labels`` (N,))."""
+        """Replace each class's memory by the projections of ``features`` (N, F) of that class (``labels`` (N,)).
+
+        In float32 (autocast off), as the reference, like :py:meth:`separation`: both run on rows picked by masks, a
+        new row count every iteration, and under bf16 autocast on a CPU each new shape is another oneDNN matmul the
+        process keeps (SS-Net's protocol run grew past 13 GB)."""
         if len(self.memory) != len(network.selectors):
             self.memory = [None] * len(network.selectors)
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(features.device.type, enabled=False):
             network.projection_head.eval()
             try:
                 projected = network.projection_head(features.detach().float())
@@ -93,20 +97,23 @@ class SSNetMethod(SemiSupervisedMethod):
                 self.memory[c] = feats.detach()
 
     def separation(self, network: nn.Module, predicted: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The class-to-memory separation loss of predicted features (N, F) with class ``labels`` (N,)."""
+        """The class-to-memory separation loss of predicted features (N, F) with class ``labels`` (N,), in float32
+        (see :py:meth:`update_memory`)."""
+        predicted = predicted.float()
         total = predicted.new_zeros(())
         n_classes = len(network.selectors)
-        for c in range(n_classes):
-            feats = predicted[labels == c]
-            memory = self.memory[c] if c < len(self.memory) else None
-            if memory is None or feats.shape[0] <= 1 or memory.shape[0] <= 1:
-                continue
-            distances = 1.0 - F.normalize(feats, dim=1) @ F.normalize(memory, dim=1).t()
-            w = torch.sigmoid(network.selectors[c](feats.detach()))  # (M, 1)
-            distances = distances * (w.shape[0] / w.sum(dim=0)) * w
-            w_mem = torch.sigmoid(network.memory_selectors[c](memory)).t()  # (1, N): the reference's rescaling gives 1
-            distances = distances * (w_mem.shape[0] / w_mem.sum(dim=0)) * w_mem
-            total = total + distances.mean()
+        with torch.autocast(predicted.device.type, enabled=False):
+            for c in range(n_classes):
+                feats = predicted[labels == c]
+                memory = self.memory[c] if c < len(self.memory) else None
+                if memory is None or feats.shape[0] <= 1 or memory.shape[0] <= 1:
+                    continue
+                distances = 1.0 - F.normalize(feats, dim=1) @ F.normalize(memory, dim=1).t()
+                w = torch.sigmoid(network.selectors[c](feats.detach()))  # (M, 1)
+                distances = distances * (w.shape[0] / w.sum(dim=0)) * w
+                w_mem = torch.sigmoid(network.memory_selectors[c](memory)).t()  # (1, N): the reference's rescaling: 1
+                distances = distances * (w_mem.shape[0] / w_mem.sum(dim=0)) * w_mem
+                total = total + distances.mean()
         return total / n_classes
 
     def forward(  # type: ignore[override]
