@@ -20,7 +20,8 @@ ASD in voxels and mm, mean ± std over cases and seeds, and the per-seed means),
 ``learning_curves.png`` (validation Dice against iteration; beside it the pseudo-label quality: Dice of each
 semi-supervised method's pseudo-labels against the true labels of "unlabeled" training cases), ``overlay.png`` (an
 axial slice through each test case, one row per method: image, ground-truth and predicted contours, the case's
-Dice), ``label_sweep.png`` for runs of ``--labeled``; ``robustness`` writes ``robustness.md`` and ``bn_check`` writes ``bn_check.md``.
+Dice), ``label_sweep.png`` for runs of ``--labeled``; ``robustness`` writes ``robustness.md`` and ``bn_check``
+writes ``bn_check.md``.
 """
 
 from __future__ import annotations
