@@ -16,6 +16,10 @@ device, the CPU and the versions.
 With ``--override compile true`` (and ``compile_kwargs '{"mode": "reduce-overhead"}'`` for CUDA graphs) the trainer
 runs compiled while the bare loop and the FLOP count stay eager: the row then compares the compiled step with the
 eager bare step, the GPU issue's measure of the option.
+
+With ``--profile N`` the trainer's iterations (warm-up and timed) run under ``torch.profiler``: the result lists
+the N operators with the most self time (host, and device time on CUDA) and the table is printed, to see where
+a method's time goes or what a change moved.
 """
 
 from __future__ import annotations
@@ -77,7 +81,30 @@ def build_trainer(method: str, overrides: dict):
     return parser.get_parsed_content("train#trainer")
 
 
-def time_method(method: str, overrides: dict, warmup: int, timed: int, device: torch.device, peak: float | None) -> dict:
+def profiled(device: torch.device, top: int):
+    """A ``torch.profiler.profile`` context (host activity, and CUDA's on a GPU) when ``top`` > 0, else a null one."""
+    if top <= 0:
+        return contextlib.nullcontext()
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    return profile(activities=activities)
+
+
+def profile_rows(prof, device: torch.device, top: int) -> list[dict]:
+    """The ``top`` operators by self host time: name, calls, self host seconds (and self device seconds on CUDA)."""
+    rows = []
+    for e in sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top]:
+        row = {"op": e.key, "calls": e.count, "self_cpu_s": e.self_cpu_time_total / 1e6}
+        if device.type == "cuda":
+            row["self_device_s"] = getattr(e, "self_device_time_total", 0.0) / 1e6
+        rows.append(row)
+    return rows
+
+
+def time_method(
+    method: str, overrides: dict, warmup: int, timed: int, device: torch.device, peak: float | None, profile: int = 0
+) -> dict:
     from ignite.engine import Events
 
     trainer = build_trainer(method, overrides)
@@ -115,7 +142,8 @@ def time_method(method: str, overrides: dict, warmup: int, timed: int, device: t
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    trainer.run()
+    with profiled(device, profile) as prof:
+        trainer.run()
     result = {
         "method": method,
         "compiled": bool(getattr(trainer, "compile", False)),
@@ -127,6 +155,9 @@ def time_method(method: str, overrides: dict, warmup: int, timed: int, device: t
         "step_s": statistics.median(steps),
         "timed_iterations": len(totals),
     }
+    if profile > 0:
+        result["profile"] = profile_rows(prof, device, profile)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=profile), flush=True)
     result.update(bare_loop(trainer, warmup, timed, device))
     result["layers_overhead"] = result["s_per_iteration"] / result["bare_s_per_iteration"] - 1.0
     if device.type == "cuda":
@@ -244,6 +275,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--dataset_dir", default=None, help="LA h5 layout; default: synthetic volumes")
     ap.add_argument("--peak_tflops", type=float, default=None, help="the device's dense half-precision peak")
     ap.add_argument("--skip_evaluation", action="store_true", help="time training only (no sliding-window volume)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="profile the trainer's iterations; list the N operators with the most self time")
     ap.add_argument("--override", nargs=argparse.REMAINDER, default=[], help="KEY VALUE ... bundle overrides (last)")
     args = ap.parse_args(argv)
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
@@ -269,7 +302,7 @@ def main(argv: list[str] | None = None) -> dict:
         overrides.update({k.lstrip("-"): parse_value(v) for k, v in zip(it, it)})
         results = {"facts": facts, "peak_tflops": peak, "warmup": warmup, "timed": timed, "methods": []}
         for method in [m for m in args.methods.split(",") if m]:
-            r = time_method(method, dict(overrides), warmup, timed, device, peak)
+            r = time_method(method, dict(overrides), warmup, timed, device, peak, args.profile)
             results["methods"].append(r)
             print(json.dumps(r), flush=True)
         sup = next((r for r in results["methods"] if r["method"] == "supervised"), None)

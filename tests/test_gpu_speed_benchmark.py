@@ -64,3 +64,21 @@ def test_bare_loop_includes_the_methods_discriminator_step(tmp_path, monkeypatch
     gpu_speed.main(["--tiny", "--methods", "dan", "--skip_evaluation", "--json", str(out)])
     assert len(calls) == 6
     assert "evaluation" not in json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_profile_lists_the_operators_with_the_most_self_time(tmp_path):
+    """``--profile N``: the N operators of the trainer's iterations with the most self time, most first; the
+    V-Net's convolutions are among them, called in every iteration (1 warm-up + 2 timed); without it no profile."""
+    from benchmarks import gpu_speed
+
+    out = tmp_path / "speed.json"
+    gpu_speed.main(["--tiny", "--methods", "supervised", "--skip_evaluation", "--profile", "10", "--json", str(out)])
+    rows = json.loads(out.read_text())["methods"][0]["profile"]
+    assert len(rows) == 10
+    times = [r["self_cpu_s"] for r in rows]
+    assert times == sorted(times, reverse=True) and times[0] > 0
+    conv = [r for r in rows if "convolution" in r["op"]]
+    assert conv and all(r["calls"] >= 3 for r in conv), rows
+    gpu_speed.main(["--tiny", "--methods", "supervised", "--skip_evaluation", "--json", str(out)])
+    assert "profile" not in json.loads(out.read_text())["methods"][0]
