@@ -276,6 +276,39 @@ def test_ssnet_separation_matches_the_reference_loss():
     assert method.separation(net, feats, labels).item() == pytest.approx(want.item(), rel=1e-5)
 
 
+def test_ssnet_separation_gradients_match_the_reference_matrix_in_float64():
+    """The separation is computed without the (rows x memory) matrix: the gradients to the features, the class
+    selector and the memory selector equal those of the reference's matrix form, in float64."""
+    torch.manual_seed(0)
+    net = PrototypeVNet(n_filters=4).train()
+    method = SSNetMethod()
+    method.memory = [torch.randn(5, 32), torch.randn(9, 32)]
+    feats = torch.randn(200, 32, requires_grad=True)
+    labels = (torch.rand(200) > 0.3).long()
+    method.separation(net, feats, labels).backward()
+    net64 = copy.deepcopy(net).double()
+    net64.zero_grad()
+    feats64 = feats.detach().double().requires_grad_(True)
+    loss = 0.0
+    for c in range(2):  # the reference's matrix, line by line
+        fc, mc = feats64[labels == c], method.memory[c].double()
+        dist = 1 - F.normalize(fc, dim=1) @ F.normalize(mc, dim=1).T
+        wf = torch.sigmoid(net64.selectors[c](fc.detach()))
+        dist = dist * ((wf.shape[0] / wf.sum(dim=0)) * wf).repeat(1, dist.shape[1])
+        wm = torch.sigmoid(net64.memory_selectors[c](mc)).permute(1, 0)
+        dist = dist * ((wm.shape[0] / wm.sum(dim=0)) * wm).repeat(dist.shape[0], 1)
+        loss = loss + dist.mean()
+    (loss / 2).backward()
+    torch.testing.assert_close(feats.grad.double(), feats64.grad, rtol=1e-4, atol=1e-9)
+    for c in range(2):
+        w, w64 = net.selectors[c][0].weight.grad, net64.selectors[c][0].weight.grad
+        assert w is not None and w.abs().max() > 1e-6  # the class selector learns from the separation
+        torch.testing.assert_close(w.double(), w64, rtol=1e-4, atol=1e-7)
+        m = net.memory_selectors[c][0].weight.grad  # in the graph (DDP), its gradient ~0 as the reference's
+        assert m is not None
+        torch.testing.assert_close(m.double(), net64.memory_selectors[c][0].weight.grad, rtol=0, atol=1e-6)
+
+
 def test_vat_matches_the_reference_power_iteration_in_float64():
     torch.manual_seed(0)
     net = VNet(n_filters=4).eval()

@@ -98,22 +98,31 @@ class SSNetMethod(SemiSupervisedMethod):
 
     def separation(self, network: nn.Module, predicted: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The class-to-memory separation loss of predicted features (N, F) with class ``labels`` (N,), in float32
-        (see :py:meth:`update_memory`)."""
-        predicted = predicted.float()
-        total = predicted.new_zeros(())
+        (see :py:meth:`update_memory`).
+
+        The reference averages the (rows x memory) matrix ``(1 - cos(f_i, m_j)) a_i b_j`` (``a``: the class
+        selector's weights rescaled to mean 1; ``b``: the memory selector's, rescaled to exactly 1). The mean of that
+        matrix is ``(sum(a) sum(b) - (a^T f) . (b^T m)) / (rows * memory)`` with unit-normalised ``f`` and ``m``: the
+        same function and graph, computed here without the matrix (two weighted sums of the rows instead of a
+        matrix product and four elementwise passes over the rows x memory values)."""
+        total = predicted.new_zeros((), dtype=torch.float32)
         n_classes = len(network.selectors)
         with torch.autocast(predicted.device.type, enabled=False):
             for c in range(n_classes):
-                feats = predicted[labels == c]
                 memory = self.memory[c] if c < len(self.memory) else None
-                if memory is None or feats.shape[0] <= 1 or memory.shape[0] <= 1:
+                if memory is None or memory.shape[0] <= 1:
                     continue
-                distances = 1.0 - F.normalize(feats, dim=1) @ F.normalize(memory, dim=1).t()
-                w = torch.sigmoid(network.selectors[c](feats.detach()))  # (M, 1)
-                distances = distances * (w.shape[0] / w.sum(dim=0)) * w
-                w_mem = torch.sigmoid(network.memory_selectors[c](memory)).t()  # (1, N): the reference's rescaling: 1
-                distances = distances * (w_mem.shape[0] / w_mem.sum(dim=0)) * w_mem
-                total = total + distances.mean()
+                mask = labels == c
+                feats = predicted[mask].float()
+                if feats.shape[0] <= 1:
+                    continue
+                w = torch.sigmoid(network.selectors[c](feats.detach()))[:, 0]  # (M,)
+                a = w * (w.shape[0] / w.sum())
+                v = torch.sigmoid(network.memory_selectors[c](memory))[:, 0]  # (N,)
+                b = v * (1.0 / v)  # the reference's rescaling of a (1, N) row: 1 / (the sum over its one row)
+                weighted_f = a @ F.normalize(feats, dim=1)
+                weighted_m = b @ F.normalize(memory, dim=1)
+                total = total + (a.sum() * b.sum() - weighted_f @ weighted_m) / (a.shape[0] * b.shape[0])
         return total / n_classes
 
     def forward(  # type: ignore[override]
