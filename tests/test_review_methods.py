@@ -224,7 +224,12 @@ def test_adversarial_generator_loss_and_discriminator_step_match_the_reference(k
 
 # --- SS-Net ------------------------------------------------------------------------------------------------------------
 def ssnet_separation_reference(net, features, labels, memory, n_classes=2):
-    """contrastive_class_to_class_learned_memory, float64, line by line."""
+    """contrastive_class_to_class_learned_memory, float64, line by line (the selectors of a float64 ``net`` are used
+    as they are, so gradients reach them; a float32 net's are copied to float64)."""
+
+    def as_double(module):
+        return module if next(module.parameters()).dtype == torch.float64 else copy.deepcopy(module).double()
+
     loss = 0.0
     for c in range(n_classes):
         fc = features[labels == c]
@@ -233,9 +238,9 @@ def ssnet_separation_reference(net, features, labels, memory, n_classes=2):
             mn = mc / mc.norm(dim=1, keepdim=True).clamp_min(1e-12)
             fn = fc / fc.norm(dim=1, keepdim=True).clamp_min(1e-12)
             dist = 1 - fn @ mn.T
-            wf = torch.sigmoid(copy.deepcopy(net.selectors[c]).double()(fc))
+            wf = torch.sigmoid(as_double(net.selectors[c])(fc.detach()))
             dist = dist * ((wf.shape[0] / wf.sum(dim=0)) * wf).repeat(1, dist.shape[1])
-            wm = torch.sigmoid(copy.deepcopy(net.memory_selectors[c]).double()(mc)).permute(1, 0)
+            wm = torch.sigmoid(as_double(net.memory_selectors[c])(mc)).permute(1, 0)
             dist = dist * ((wm.shape[0] / wm.sum(dim=0)) * wm).repeat(dist.shape[0], 1)
             loss = loss + dist.mean()
     return loss / n_classes
@@ -289,16 +294,7 @@ def test_ssnet_separation_gradients_match_the_reference_matrix_in_float64():
     net64 = copy.deepcopy(net).double()
     net64.zero_grad()
     feats64 = feats.detach().double().requires_grad_(True)
-    loss = 0.0
-    for c in range(2):  # the reference's matrix, line by line
-        fc, mc = feats64[labels == c], method.memory[c].double()
-        dist = 1 - F.normalize(fc, dim=1) @ F.normalize(mc, dim=1).T
-        wf = torch.sigmoid(net64.selectors[c](fc.detach()))
-        dist = dist * ((wf.shape[0] / wf.sum(dim=0)) * wf).repeat(1, dist.shape[1])
-        wm = torch.sigmoid(net64.memory_selectors[c](mc)).permute(1, 0)
-        dist = dist * ((wm.shape[0] / wm.sum(dim=0)) * wm).repeat(dist.shape[0], 1)
-        loss = loss + dist.mean()
-    (loss / 2).backward()
+    ssnet_separation_reference(net64, feats64, labels, [m.double() for m in method.memory]).backward()
     torch.testing.assert_close(feats.grad.double(), feats64.grad, rtol=1e-4, atol=1e-9)
     for c in range(2):
         w, w64 = net.selectors[c][0].weight.grad, net64.selectors[c][0].weight.grad
