@@ -91,10 +91,11 @@ def profiled(device: torch.device, top: int):
     return profile(activities=activities)
 
 
-def profile_rows(prof, device: torch.device, top: int) -> list[dict]:
-    """The ``top`` operators by self host time: name, calls, self host seconds (and self device seconds on CUDA)."""
+def profile_rows(averages, device: torch.device, top: int) -> list[dict]:
+    """The ``top`` operators of a profile's ``key_averages()`` by self host time: name, calls, self host seconds (and
+    self device seconds on CUDA)."""
     rows = []
-    for e in sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top]:
+    for e in sorted(averages, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]:
         row = {"op": e.key, "calls": e.count, "self_cpu_s": e.self_cpu_time_total / 1e6}
         if device.type == "cuda":
             row["self_device_s"] = getattr(e, "self_device_time_total", 0.0) / 1e6
@@ -156,8 +157,9 @@ def time_method(
         "timed_iterations": len(totals),
     }
     if profile > 0:
-        result["profile"] = profile_rows(prof, device, profile)
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=profile), flush=True)
+        averages = prof.key_averages()
+        result["profile"] = profile_rows(averages, device, profile)
+        print(averages.table(sort_by="self_cpu_time_total", row_limit=profile), flush=True)
     result.update(bare_loop(trainer, warmup, timed, device))
     result["layers_overhead"] = result["s_per_iteration"] / result["bare_s_per_iteration"] - 1.0
     if device.type == "cuda":
