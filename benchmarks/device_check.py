@@ -150,7 +150,8 @@ def quality_probe(
     for method in PROBE_METHODS:
         cmd = [sys.executable, os.path.join(REPO, "benchmarks", "quality.py"), "run", "--protocol", "gpu", "--methods", method,
                "--seeds", "0", "--dataset_dir", data["dataset_dir"], "--train_list", data["train_list"],
-               "--test_list", data["test_list"], "--work_dir", work, "--override", *over]
+               "--test_list", data["test_list"], "--work_dir", work, "--archive_dir", os.path.join(out, "probe_runs"),
+               "--override", *over]
         if not data["real"]:
             at = cmd.index("--override") + 1  # synthetic cases: the last two training cases validate
             cmd[at:at] = ["--val_ids", json.dumps(data["val_ids"]), "--num_labeled", "4"]

@@ -15,7 +15,10 @@ the test list, and cached: an interrupted or repeated run resumes its checkpoint
 
 ``run`` works in ``--work_dir`` (default ``benchmarks/work/quality_<protocol>``, git-ignored): per run its
 checkpoints, ``train.log``, ``pseudo_label_quality.csv``, the test metrics and predictions, and ``done.json``.
-``report`` writes ``benchmarks/results/quality_<protocol>/``: ``summary.md`` / ``summary.csv`` (Dice, Jaccard, HD95 and
+Every finished run is also kept in ``--archive_dir`` (default ``benchmarks/results/quality_<protocol>_runs``, meant to be
+committed): its ``done.json``, ``segments.json``, per-case test metrics, validation curve and pseudo-label quality, a
+few KB that outlive the work folder. ``report`` reads the archive (after archiving any finished run of the work folder
+it lacks) and writes ``benchmarks/results/quality_<protocol>/``: ``summary.md`` / ``summary.csv`` (Dice, Jaccard, HD95 and
 ASD in voxels and mm, mean ± std over cases and seeds, and the per-seed means), ``per_case.csv``,
 ``learning_curves.png`` (validation Dice against iteration; beside it the pseudo-label quality: Dice of each
 semi-supervised method's pseudo-labels against the true labels of "unlabeled" training cases), ``overlay.png`` (an
@@ -32,6 +35,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -98,6 +102,56 @@ def write_json_atomic(path: str, content: dict) -> None:
     os.replace(tmp, path)
 
 
+def archive_run(opts: argparse.Namespace, folder: str) -> str:
+    """Copy a finished run's record from its work folder into ``opts.archive_dir`` (a folder of the same name):
+    ``test_metrics.csv`` (the per-case test metrics), ``validation.csv`` (iteration, Dice: the curve from its log),
+    ``pseudo_label_quality.csv`` and ``segments.json`` where the run has them, then ``done.json``, which marks the
+    record complete. Each file is written whole (a partial file, then a rename). Returns the archived folder."""
+    dest = os.path.join(opts.archive_dir, os.path.basename(os.path.normpath(folder)))
+    os.makedirs(dest, exist_ok=True)
+    curve = validation_curve(os.path.join(folder, "train.log"), int(run_setting(opts.protocol, folder, "val_interval")))
+    with open(os.path.join(dest, "validation.csv.partial"), "w", newline="") as f:
+        csv.writer(f).writerows([("iteration", "dice"), *curve])
+    os.replace(os.path.join(dest, "validation.csv.partial"), os.path.join(dest, "validation.csv"))
+    for src, name in ((os.path.join("test", "metrics.csv"), "test_metrics.csv"),
+                      (os.path.join("train", "pseudo_label_quality.csv"), "pseudo_label_quality.csv"),
+                      ("segments.json", "segments.json"), ("done.json", "done.json")):
+        if os.path.isfile(os.path.join(folder, src)):
+            shutil.copyfile(os.path.join(folder, src), os.path.join(dest, name + ".partial"))
+            os.replace(os.path.join(dest, name + ".partial"), os.path.join(dest, name))
+    return dest
+
+
+def archived_runs(opts: argparse.Namespace) -> dict[str, dict[int, str]]:
+    """method (with its tag) -> seed -> archived run folder, for every record in ``opts.archive_dir``; first archives
+    each finished run of ``opts.work_dir`` whose record is missing or older than its ``done.json``."""
+    for name in sorted(os.listdir(opts.work_dir)) if os.path.isdir(opts.work_dir) else []:
+        done = os.path.join(opts.work_dir, name, "done.json")
+        kept = os.path.join(opts.archive_dir, name, "done.json")
+        if re.fullmatch(r"(.+)_seed(\d+)", name) and os.path.isfile(done) and (
+                not os.path.isfile(kept) or os.path.getmtime(kept) < os.path.getmtime(done)):
+            archive_run(opts, os.path.join(opts.work_dir, name))
+    runs: dict[str, dict[int, str]] = defaultdict(dict)
+    for name in sorted(os.listdir(opts.archive_dir)) if os.path.isdir(opts.archive_dir) else []:
+        m = re.fullmatch(r"(.+)_seed(\d+)", name)
+        if m and os.path.isfile(os.path.join(opts.archive_dir, name, "done.json")):
+            runs[m.group(1)][int(m.group(2))] = os.path.join(opts.archive_dir, name)
+    return runs
+
+
+def best_validation(folder: str) -> float:
+    """The best validation Dice (0-1) of an archived run: the maximum of its curve, else the ``best_val_dice`` its
+    ``done.json`` holds (a record rebuilt from an earlier report, whose log was lost), else NaN."""
+    path = os.path.join(folder, "validation.csv")
+    if os.path.isfile(path):
+        with open(path) as f:
+            values = [float(r["dice"]) for r in csv.DictReader(f)]
+        if values:
+            return max(values)
+    with open(os.path.join(folder, "done.json")) as f:
+        return float(json.load(f).get("best_val_dice", "nan"))
+
+
 def record_segment(out: str, commit: str) -> list[str]:
     """Append ``commit`` (the code this call runs, :py:func:`code_version`) and the time to ``segments.json`` in the
     run folder; return the distinct commits of every call so far, in order (a run resumed from another work tree has
@@ -146,6 +200,7 @@ def run_one(opts: argparse.Namespace, method: str, seed: int) -> dict:
     if timing:
         summary["train_minutes_all_segments"], summary["train_segments"] = timing
     write_json_atomic(done, summary)
+    archive_run(opts, out)
     return summary
 
 
@@ -339,16 +394,12 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def report(opts: argparse.Namespace) -> str:
-    """Tables and pictures from every finished run in ``work_dir``."""
+    """Tables and pictures from every archived run (:py:func:`archived_runs`)."""
     out = opts.results_dir
     os.makedirs(out, exist_ok=True)
-    runs = defaultdict(dict)  # method (with its tag) -> seed -> run folder
-    for name in sorted(os.listdir(opts.work_dir)) if os.path.isdir(opts.work_dir) else []:
-        m = re.fullmatch(r"(.+)_seed(\d+)", name)
-        if m and os.path.isfile(os.path.join(opts.work_dir, name, "done.json")):
-            runs[m.group(1)][int(m.group(2))] = os.path.join(opts.work_dir, name)
+    runs = archived_runs(opts)  # method (with its tag) -> seed -> archived run folder
     if not runs:
-        raise SystemExit(f"no finished run in {opts.work_dir}: run `python benchmarks/quality.py run` first.")
+        raise SystemExit(f"no finished run in {opts.work_dir} or {opts.archive_dir}: run `python benchmarks/quality.py run` first.")
     per_case, lines = [], []
     header = ("| method | seeds | Dice % | Jaccard % | HD95 (vox) | ASD (vox) | HD95 (mm) | ASD (mm) | per-seed Dice % "
               "| per-seed best validation Dice % |")
@@ -357,13 +408,11 @@ def report(opts: argparse.Namespace) -> str:
     for method in sorted(runs, key=lambda m: (METHODS.index(m) if m in METHODS else 99, m)):
         rows_all, seed_means, seed_val = [], [], []
         for seed, folder in sorted(runs[method].items()):
-            val_interval = int(run_setting(opts.protocol, folder, "val_interval"))
-            rows = read_cases(os.path.join(folder, "test", "metrics.csv"))
+            rows = read_cases(os.path.join(folder, "test_metrics.csv"))
             rows_all += rows
             seed_means.append(100 * sum(float(r["dice"]) for r in rows) / len(rows))
             # the figure model selection saw (validation cases only): what variants are compared on
-            curve = validation_curve(os.path.join(folder, "train.log"), val_interval)
-            seed_val.append(100 * max(d for _, d in curve) if curve else float("nan"))
+            seed_val.append(100 * best_validation(folder))
             per_case += [{"method": method, "seed": seed, **{k: r[k] for k in ("case", *METRICS)}} for r in rows]
         cells = []
         for k in METRICS:
@@ -407,7 +456,7 @@ def label_sweep_plot(runs: dict, out: str) -> None:
         m = re.fullmatch(r"(.+)_l(\d+)", name)
         if not m:
             continue
-        dice = [mean_metrics(os.path.join(f, "test", "metrics.csv"))["dice"] for f in seeds.values()]
+        dice = [mean_metrics(os.path.join(f, "test_metrics.csv"))["dice"] for f in seeds.values()]
         points[m.group(1)][int(m.group(2))] = 100 * sum(dice) / len(dice)
     if not points:
         return
@@ -433,16 +482,12 @@ def plots(opts: argparse.Namespace, runs: dict, out: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     for (color, dash), (method, seed, folder) in zip(line_styles(len(labels)), labels):
         style = {"color": color, "linestyle": dash, "marker": "o", "markersize": 4, "label": f"{method} seed {seed}"}
-        val_interval = int(run_setting(opts.protocol, folder, "val_interval"))
-        curve = validation_curve(os.path.join(folder, "train.log"), val_interval)
-        if curve:
-            axes[0].plot(*zip(*curve), **style)
-        quality = os.path.join(folder, "train", "pseudo_label_quality.csv")
-        if os.path.isfile(quality):
-            with open(quality) as f:
-                pts = [(int(r["iteration"]), float(r["dice"])) for r in csv.DictReader(f)]
-            if pts:
-                axes[1].plot(*zip(*pts), **style)
+        for ax, name in zip(axes, ("validation.csv", "pseudo_label_quality.csv")):
+            if os.path.isfile(os.path.join(folder, name)):
+                with open(os.path.join(folder, name)) as f:
+                    pts = [(int(r["iteration"]), float(r["dice"])) for r in csv.DictReader(f)]
+                if pts:
+                    ax.plot(*zip(*pts), **style)
     axes[0].set(title="validation Dice (model selection cases)", xlabel="iteration", ylabel="Dice")
     axes[1].set(title="pseudo-label Dice on 'unlabeled' training cases", xlabel="iteration", ylabel="Dice")
     for ax in axes:
@@ -458,29 +503,34 @@ def plots(opts: argparse.Namespace, runs: dict, out: str) -> None:
 
 def overlay(opts: argparse.Namespace, runs: dict, out: str, plt) -> list[str]:
     """An axial slice through the centre of each test case's label (columns), one row per main method (its first
-    seed; tagged variants are left out): image, ground truth (white), the method's prediction (red) and its Dice on
-    that case under the panel. Returns the methods drawn, one row each."""
+    seed; tagged variants are left out) whose predictions are in the work folder (the archive keeps no images):
+    image, ground truth (white), the method's prediction (red) and its Dice on that case under the panel. Returns the
+    methods drawn, one row each; draws nothing where none has predictions."""
     import h5py
     import nibabel as nib
     import numpy as np
 
     with open(os.path.join(opts.dataset_dir, opts.test_list)) as f:
         cases = [line.strip() for line in f if line.strip()]
-    main = sorted((m, s[min(s)]) for m, s in runs.items() if m in METHODS)  # variants (ablations, sweeps) would crowd it
+    main = []  # (method, archived folder, predictions folder); variants (ablations, sweeps) would crowd it
+    for method, seeds in sorted(runs.items()):
+        predictions = os.path.join(opts.work_dir, os.path.basename(seeds[min(seeds)]), "test", "predictions")
+        if method in METHODS and os.path.isdir(predictions):
+            main.append((method, seeds[min(seeds)], predictions))
     if not main:
         return []
-    dice = {m: {r["case"]: float(r["dice"]) for r in read_cases(os.path.join(folder, "test", "metrics.csv"))}
-            for m, folder in main}
+    dice = {m: {r["case"]: float(r["dice"]) for r in read_cases(os.path.join(folder, "test_metrics.csv"))}
+            for m, folder, _ in main}
     fig, axes = plt.subplots(len(main), len(cases), figsize=(2.2 * len(cases), 2.3 * len(main)), squeeze=False)
     for col, case in enumerate(cases):
         with h5py.File(os.path.join(opts.dataset_dir, "2018LA_Seg_Training Set", case, "mri_norm2.h5")) as f:
             image, label = f["image"][()], f["label"][()]
         z = int(np.round(np.nonzero(label)[2].mean())) if label.any() else image.shape[2] // 2
-        for row, (method, folder) in enumerate(main):
+        for row, (method, _, predictions) in enumerate(main):
             ax = axes[row][col]
             ax.imshow(image[:, :, z].T, cmap="gray", origin="lower")
             ax.contour(label[:, :, z].T, levels=[0.5], colors="white", linewidths=1.0)
-            found = sorted(glob.glob(os.path.join(folder, "test", "predictions", f"{case}_seg*.nii.gz")))
+            found = sorted(glob.glob(os.path.join(predictions, f"{case}_seg*.nii.gz")))
             if found:
                 pred = np.asarray(nib.load(found[0]).dataobj)[:, :, z]
                 if pred.any():
@@ -494,7 +544,7 @@ def overlay(opts: argparse.Namespace, runs: dict, out: str, plt) -> list[str]:
     fig.tight_layout()
     fig.savefig(os.path.join(out, "overlay.png"), dpi=80)
     plt.close(fig)
-    return [m for m, _ in main]
+    return [m for m, _, _ in main]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -508,6 +558,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test_list", default="subset_test.list")
     parser.add_argument("--work_dir", default=None)
     parser.add_argument("--results_dir", default=None)
+    parser.add_argument("--archive_dir", default=None,
+                        help="the finished runs' records (default benchmarks/results/quality_<protocol>_runs)")
     parser.add_argument("--tag", default="", help="a suffix of the run folders, for variants (ablations)")
     parser.add_argument("--labeled", default=None,
                         help="label-ratio sweep: comma-separated labeled counts (runs tagged _lN), e.g. 4,8,16")
@@ -518,6 +570,7 @@ def main(argv: list[str] | None = None) -> None:
     opts = parser.parse_args(argv)
     opts.work_dir = opts.work_dir or os.path.join(REPO, "benchmarks", "work", f"quality_{opts.protocol}")
     opts.results_dir = opts.results_dir or os.path.join(REPO, "benchmarks", "results", f"quality_{opts.protocol}")
+    opts.archive_dir = opts.archive_dir or os.path.join(REPO, "benchmarks", "results", f"quality_{opts.protocol}_runs")
     methods = [m for m in opts.methods.split(",") if m]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:

@@ -96,16 +96,70 @@ def test_report_figures_tell_every_run_apart(tmp_path):
     methods = list(METHODS[:12])
     runs = {}
     for i, method in enumerate(methods):
-        folder = tmp_path / "work" / f"{method}_seed0"
-        (folder / "test" / "predictions").mkdir(parents=True)
+        kept = tmp_path / "archive" / f"{method}_seed0"  # the record; predictions stay in the work folder
+        kept.mkdir(parents=True)
         rows = ["case,class,dice"] + [f"{case},1,{0.5 + i / 100}" for case in cases]
-        (folder / "test" / "metrics.csv").write_text("\n".join(rows) + "\n")
+        (kept / "test_metrics.csv").write_text("\n".join(rows) + "\n")
+        predictions = tmp_path / "work" / f"{method}_seed0" / "test" / "predictions"
+        predictions.mkdir(parents=True)
         for case in cases:
             pred = np.zeros((32, 32, 16), np.uint8)
             pred[8:24, 8:24, 4:12] = 1
-            nib.save(nib.Nifti1Image(pred, np.eye(4)), str(folder / "test" / "predictions" / f"{case}_seg.nii.gz"))
-        runs[method] = {0: str(folder)}
+            nib.save(nib.Nifti1Image(pred, np.eye(4)), str(predictions / f"{case}_seg.nii.gz"))
+        runs[method] = {0: str(kept)}
     runs["stlu_decoder"] = {0: runs["supervised"][0]}  # a tagged variant: not a row of its own
-    opts = argparse.Namespace(dataset_dir=data, test_list="test.list")
+    (tmp_path / "archive" / "stlu_seed0").mkdir()  # an archived record whose work folder is gone: no row
+    (tmp_path / "archive" / "stlu_seed0" / "test_metrics.csv").write_text("case,class,dice\n")
+    runs["stlu"] = {0: str(tmp_path / "archive" / "stlu_seed0")}
+    opts = argparse.Namespace(dataset_dir=data, test_list="test.list", work_dir=str(tmp_path / "work"))
     drawn = overlay(opts, runs, str(tmp_path), plt)
     assert drawn == sorted(methods) and (tmp_path / "overlay.png").stat().st_size > 0
+
+
+def test_report_from_the_archive_outlives_the_work_folder(tmp_path):
+    """A finished run is archived (per-case metrics, the validation curve read from its log, pseudo-label quality,
+    segments, done.json); the report reads the archive, so it gives the same table once the work folder is gone; a
+    record rebuilt from an earlier report (no log, its best validation in done.json) is a row like the others."""
+    import json
+    import shutil
+
+    from benchmarks import quality
+    from monai_stlu.data.synthetic import write_synthetic_la
+
+    data = write_synthetic_la(str(tmp_path / "la"), num_train=0, num_test=2, shape=(32, 32, 16))
+    cases = (tmp_path / "la" / "test.list").read_text().split()
+    work, archive, res = tmp_path / "work", tmp_path / "archive", tmp_path / "res"
+    run = work / "dtc_seed0"
+    (run / "test").mkdir(parents=True)
+    (run / "train").mkdir()
+    (run / "test" / "metrics.csv").write_text("case,class,dice,jaccard,hd95_vox,asd_vox,hd95_mm,asd_mm\n" + "".join(
+        f"{c},1,{d},0.5,3.0,1.0,2.0,0.5\n" for c, d in zip(cases, (0.6, 0.8))))
+    (run / "train.log").write_text(  # the evaluator's lines, every val_interval (5) epochs of 1 iteration each
+        "x Epoch[1] Metrics -- val_mean_dice: 0.2500\nx Epoch[2] Metrics -- val_mean_dice: 0.4375\n"
+        "x Epoch[3] Metrics -- val_mean_dice: 0.3125\n")
+    (run / "train" / "pseudo_label_quality.csv").write_text("iteration,dice\n5,0.1\n10,0.2\n")
+    (run / "segments.json").write_text('[{"commit": "abc1234", "started": null}]')
+    (run / "done.json").write_text(json.dumps({"method": "dtc", "seed": 0, "override": ["--val_interval", "5"]}))
+    lost = archive / "urpc_seed1"  # rebuilt from an earlier report's per-case table
+    lost.mkdir(parents=True)
+    (lost / "test_metrics.csv").write_text("case,dice,jaccard,hd95_vox,asd_vox,hd95_mm,asd_mm\n" + "".join(
+        f"{c},0.7,0.5,3.0,1.0,2.0,0.5\n" for c in cases))
+    (lost / "done.json").write_text(json.dumps({"method": "urpc", "seed": 1, "best_val_dice": 0.7463,
+                                                "reconstructed": "from an earlier report"}))
+    common = ["report", "--protocol", "cpu", "--dataset_dir", data, "--test_list", "test.list", "--work_dir", str(work),
+              "--archive_dir", str(archive), "--results_dir", str(res)]
+    quality.main(common)
+    kept = archive / "dtc_seed0"
+    assert (kept / "validation.csv").read_text().split() == ["iteration,dice", "5,0.25", "10,0.4375", "15,0.3125"]
+    for src, name in (("test/metrics.csv", "test_metrics.csv"), ("train/pseudo_label_quality.csv",
+                      "pseudo_label_quality.csv"), ("segments.json", "segments.json"), ("done.json", "done.json")):
+        assert (kept / name).read_text() == (run / src).read_text()
+    assert not list(archive.rglob("*.partial"))
+    summary = (res / "summary.md").read_text()
+    assert "| dtc | 1 | 70.00 ± 10.00 |" in summary and summary.splitlines()[2].endswith("| 70.00 | 43.75 |")
+    assert "| urpc | 1 | 70.00 ± 0.00 |" in summary and "| 74.63 |" in summary
+    assert not (res / "overlay.png").exists()  # no run has predictions in a work folder: no picture
+    shutil.rmtree(work)
+    (res / "summary.md").unlink()
+    quality.main(common)
+    assert (res / "summary.md").read_text() == summary

@@ -31,12 +31,17 @@ def test_quality_protocol_tiny(tmp_path, capsys):
     test_list = tmp_path / "two_test.list"
     test_list.write_text("".join(line + "\n" for line in (la / "subset_test.list").read_text().split()[:2]))
     common = ["--protocol", "cpu", "--dataset_dir", str(la), "--train_list", "subset_train.list",
-              "--test_list", str(test_list), "--work_dir", str(tmp_path / "work"), "--results_dir", str(tmp_path / "res")]
+              "--test_list", str(test_list), "--work_dir", str(tmp_path / "work"), "--results_dir", str(tmp_path / "res"),
+              "--archive_dir", str(tmp_path / "archive")]
     quality.main(["run", "--methods", "supervised,stlu", "--seeds", "0", *common, "--override", *TINY])
     done = json.loads((tmp_path / "work" / "stlu_seed0" / "done.json").read_text())
     assert done["method"] == "stlu" and 0 <= done["test"]["dice"] <= 1
     assert done["commits"] == [done["commit"]] and done["commit"] != "unrecorded"  # one call, one code version
     assert (tmp_path / "work" / "stlu_seed0" / "train" / "pseudo_label_quality.csv").is_file()
+    kept = tmp_path / "archive" / "stlu_seed0"  # the run's record, archived as it finished
+    assert json.loads((kept / "done.json").read_text()) == done
+    assert (kept / "test_metrics.csv").read_text() == (tmp_path / "work" / "stlu_seed0" / "test" / "metrics.csv").read_text()
+    assert [r["iteration"] for r in csv.DictReader(open(kept / "validation.csv"))] == ["2"]
     predictions = sorted(p.name for p in (tmp_path / "work" / "stlu_seed0" / "test" / "predictions").iterdir())
     assert predictions == sorted(f"{case}_seg.nii.gz" for case in test_list.read_text().split())
     assert not (tmp_path / "work" / "supervised_seed0" / "train" / "pseudo_label_quality.csv").exists()
