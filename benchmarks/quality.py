@@ -32,10 +32,10 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
+import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -48,6 +48,7 @@ METHODS = (
     "cct", "ict", "mcnet", "stlu",
 )
 METRICS = ("dice", "jaccard", "hd95_vox", "asd_vox", "hd95_mm", "asd_mm")
+_RUN_NAME = re.compile(r"(.+)_seed(\d+)")  # a run folder: <method><tag>_seed<seed>
 _VAL_LINE = re.compile(r"Epoch\[(\d+)\] Metrics -- .*val_mean_dice: ([0-9.]+)")
 
 
@@ -95,11 +96,16 @@ def code_version() -> str:
     return head + ("+dirty" if dirty else "")
 
 
-def write_json_atomic(path: str, content: dict) -> None:
+def write_text_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` whole: a partial file, then a rename."""
     tmp = path + ".partial"
-    with open(tmp, "w") as f:
-        json.dump(content, f, indent=2)
+    with open(tmp, "w", newline="") as f:
+        f.write(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str, content: dict) -> None:
+    write_text_atomic(path, json.dumps(content, indent=2))
 
 
 def archive_run(opts: argparse.Namespace, folder: str) -> str:
@@ -110,15 +116,15 @@ def archive_run(opts: argparse.Namespace, folder: str) -> str:
     dest = os.path.join(opts.archive_dir, os.path.basename(os.path.normpath(folder)))
     os.makedirs(dest, exist_ok=True)
     curve = validation_curve(os.path.join(folder, "train.log"), int(run_setting(opts.protocol, folder, "val_interval")))
-    with open(os.path.join(dest, "validation.csv.partial"), "w", newline="") as f:
-        csv.writer(f).writerows([("iteration", "dice"), *curve])
-    os.replace(os.path.join(dest, "validation.csv.partial"), os.path.join(dest, "validation.csv"))
+    text = io.StringIO()
+    csv.writer(text).writerows([("iteration", "dice"), *curve])
+    write_text_atomic(os.path.join(dest, "validation.csv"), text.getvalue())
     for src, name in ((os.path.join("test", "metrics.csv"), "test_metrics.csv"),
                       (os.path.join("train", "pseudo_label_quality.csv"), "pseudo_label_quality.csv"),
                       ("segments.json", "segments.json"), ("done.json", "done.json")):
         if os.path.isfile(os.path.join(folder, src)):
-            shutil.copyfile(os.path.join(folder, src), os.path.join(dest, name + ".partial"))
-            os.replace(os.path.join(dest, name + ".partial"), os.path.join(dest, name))
+            with open(os.path.join(folder, src), newline="") as f:
+                write_text_atomic(os.path.join(dest, name), f.read())
     return dest
 
 
@@ -128,12 +134,12 @@ def archived_runs(opts: argparse.Namespace) -> dict[str, dict[int, str]]:
     for name in sorted(os.listdir(opts.work_dir)) if os.path.isdir(opts.work_dir) else []:
         done = os.path.join(opts.work_dir, name, "done.json")
         kept = os.path.join(opts.archive_dir, name, "done.json")
-        if re.fullmatch(r"(.+)_seed(\d+)", name) and os.path.isfile(done) and (
+        if _RUN_NAME.fullmatch(name) and os.path.isfile(done) and (
                 not os.path.isfile(kept) or os.path.getmtime(kept) < os.path.getmtime(done)):
             archive_run(opts, os.path.join(opts.work_dir, name))
     runs: dict[str, dict[int, str]] = defaultdict(dict)
     for name in sorted(os.listdir(opts.archive_dir)) if os.path.isdir(opts.archive_dir) else []:
-        m = re.fullmatch(r"(.+)_seed(\d+)", name)
+        m = _RUN_NAME.fullmatch(name)
         if m and os.path.isfile(os.path.join(opts.archive_dir, name, "done.json")):
             runs[m.group(1)][int(m.group(2))] = os.path.join(opts.archive_dir, name)
     return runs
