@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from monai_stlu.utils import fast_path
-from monai_stlu.utils.fast_path import autocast, autocast_dtype
+from monai_stlu.utils.fast_path import at_least_float32, autocast, autocast_dtype
 
 
 @pytest.mark.parametrize("bf16_gpu,want", [(True, torch.bfloat16), (False, torch.float16)])
@@ -62,3 +62,18 @@ def test_trainer_uses_a_scaler_only_for_cuda_fp16():
         assert trainer.amp_dtype is want
         trainer.run()
         assert trainer.scaler is None  # no gradient scaler off CUDA, whatever the dtype
+
+
+@pytest.mark.parametrize(
+    "dtype,want",
+    [(torch.bfloat16, torch.float32), (torch.float16, torch.float32), (torch.float32, torch.float32),
+     (torch.float64, torch.float64), (torch.int64, torch.float32)],
+)
+def test_losses_widen_low_precision_only(dtype, want):
+    x = (torch.arange(6) - 2).to(dtype)
+    got = at_least_float32(x)
+    assert got.dtype == want and torch.equal(got.double(), x.double())
+    if dtype in (torch.float32, torch.float64):
+        assert got is x  # no copy
+    third = torch.tensor([1.0 / 3.0], dtype=torch.float64)
+    assert at_least_float32(third).item() == 1.0 / 3.0  # .float() would round it to 0.3333333432674408

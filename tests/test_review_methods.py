@@ -131,10 +131,19 @@ def dtc_reference_loss(z, sdf_pred, label, b, w, beta=0.3, k=1500.0):
     return dice + beta * sdf_loss + w * cons
 
 
-def test_dtc_iteration_loss_matches_the_reference_formula():
+# float32: the method as trained, against the float64 formula; float64: the method keeps float64 (its losses widen
+# bfloat16/float16 only). Not to float64 rounding where MONAI's DiceLoss is a term: its one-hot target is float32 and
+# its squared form takes sum(y^2) as a float32 norm squared (relative 1e-8)
+DTYPES = pytest.mark.parametrize(
+    "dtype,rel", [(torch.float32, 1e-5), (torch.float64, 1e-7)], ids=["float32", "float64"]
+)
+
+
+@DTYPES
+def test_dtc_iteration_loss_matches_the_reference_formula(dtype, rel):
     torch.manual_seed(0)
-    net = SDFVNet(n_filters=4).eval()  # eval: no dropout draw, so the float64 pass sees the same network
-    xl, xu, lab = torch.randn(2, 1, 16, 16, 16), torch.randn(2, 1, 16, 16, 16), label_volume()
+    net = SDFVNet(n_filters=4).to(dtype).eval()  # eval: no dropout draw, so the float64 pass sees the same network
+    xl, xu, lab = torch.randn(2, 1, 16, 16, 16, dtype=dtype), torch.randn(2, 1, 16, 16, 16, dtype=dtype), label_volume()
     method = DTCMethod()
     method.consistency_weight = 0.37
     out = method(net, xl, lab, xu)
@@ -144,7 +153,7 @@ def test_dtc_iteration_loss_matches_the_reference_formula():
         h = net.backbone.decode_features(net.backbone.encode(x))
         sdf = torch.tanh(net.sdf_head(h))
     want = dtc_reference_loss(z, sdf, lab, 2, 0.37)
-    assert out["loss"].item() == pytest.approx(want.item(), rel=1e-5)
+    assert out["loss"].dtype == dtype and out["loss"].item() == pytest.approx(want.item(), rel=rel)
     out["loss"].backward()
     assert net.sdf_head.weight.grad.abs().sum() > 0 and net.backbone.head.weight.grad.abs().sum() > 0
 
@@ -265,20 +274,21 @@ def test_ssnet_memory_keeps_the_lowest_ranked_correct_foreground_voxels():
     assert method.memory[1].shape == (3, 32) and method.memory[0].shape == (5, 32)  # no class-0 voxel: kept
 
 
-def test_ssnet_separation_matches_the_reference_loss():
+@DTYPES
+def test_ssnet_separation_matches_the_reference_loss(dtype, rel):
     torch.manual_seed(0)
-    net = PrototypeVNet(n_filters=4).eval()
+    net = PrototypeVNet(n_filters=4).to(dtype).eval()
     method = SSNetMethod()
-    memory = [None, torch.randn(7, 32)]
+    memory = [None, torch.randn(7, 32, dtype=dtype)]
     method.memory = list(memory)
-    feats = torch.randn(50, 32)
+    feats = torch.randn(50, 32, dtype=dtype)
     labels = (torch.rand(50) > 0.4).long()
     got = method.separation(net, feats, labels)
     want = ssnet_separation_reference(net, feats.double(), labels, [None, memory[1].double()])
-    assert got.item() == pytest.approx(want.item(), rel=1e-5)
-    method.memory = [torch.randn(3, 32), memory[1]]  # with a background memory both classes count
+    assert got.dtype == dtype and got.item() == pytest.approx(want.item(), rel=rel)
+    method.memory = [torch.randn(3, 32, dtype=dtype), memory[1]]  # with a background memory both classes count
     want = ssnet_separation_reference(net, feats.double(), labels, [method.memory[0].double(), memory[1].double()])
-    assert method.separation(net, feats, labels).item() == pytest.approx(want.item(), rel=1e-5)
+    assert method.separation(net, feats, labels).item() == pytest.approx(want.item(), rel=rel)
 
 
 def test_ssnet_separation_gradients_match_the_reference_matrix_in_float64():
@@ -328,6 +338,8 @@ def test_vat_matches_the_reference_power_iteration_in_float64():
     d = unit(d.grad)
     want = dice(torch.softmax(net64(x64 + 10.0 * d), 1), pred)
     assert got.item() == pytest.approx(want.item(), rel=1e-4)
+    got64 = VATLoss(xi=10.0, epsilon=10.0)(net64, x64, direction=d0.double())  # float64 stays float64 throughout
+    assert got64.dtype == torch.float64 and got64.item() == pytest.approx(want.item(), rel=1e-10)
     assert all(p.grad is None for p in net.parameters())  # the search leaves no gradient on the network
 
 
@@ -341,10 +353,11 @@ def test_vat_freezes_batch_norm_statistics_only_for_the_perturbed_passes():
     assert bn.track_running_stats
 
 
-def test_ssnet_iteration_loss_matches_the_reference_composition():
+@DTYPES
+def test_ssnet_iteration_loss_matches_the_reference_composition(dtype, rel):
     torch.manual_seed(0)
-    net = PrototypeVNet(n_filters=4).eval()
-    xl, xu, lab = torch.randn(2, 1, 16, 16, 16), torch.randn(2, 1, 16, 16, 16), label_volume()
+    net = PrototypeVNet(n_filters=4).to(dtype).eval()
+    xl, xu, lab = torch.randn(2, 1, 16, 16, 16, dtype=dtype), torch.randn(2, 1, 16, 16, 16, dtype=dtype), label_volume()
     method = SSNetMethod(elements_per_class=4)
     method.consistency_weight = 0.6
     torch.manual_seed(3)
@@ -365,7 +378,7 @@ def test_ssnet_iteration_loss_matches_the_reference_composition():
     torch.manual_seed(3)
     vat = VATLoss()(net, x)
     want = dice + 0.6 * (vat.double() + 0.1 * sep)
-    assert out["loss"].item() == pytest.approx(want.item(), rel=1e-4)
+    assert out["loss"].dtype == dtype and out["loss"].item() == pytest.approx(want.item(), rel=10 * rel)
 
 
 # --- schedules and method files -----------------------------------------------------------------------------------

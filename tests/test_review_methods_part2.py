@@ -19,7 +19,7 @@ from monai_stlu.handlers import RampUpHandler
 from monai_stlu.networks.layers import ActiveDropout, AttentionDropout, FeatureNoise
 from monai_stlu.networks.nets import CCTVNet, MCNetPlus, PyramidVNet
 from monai_stlu.optimizers import PolyDecay
-from test_review_methods import label_volume, parsed, reference_weight
+from test_review_methods import DTYPES, label_volume, parsed, reference_weight
 
 n_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
 
@@ -93,10 +93,11 @@ def test_mcnet_two_decoders_has_mcnet3d_v1s_parameter_count():
 
 
 # --- losses against the references ----------------------------------------------------------------------------------
-def test_urpc_iteration_loss_matches_the_reference():
+@DTYPES
+def test_urpc_iteration_loss_matches_the_reference(dtype, rel):
     torch.manual_seed(0)
-    net = PyramidVNet(n_filters=4).eval()
-    xl, xu, lab = torch.randn(2, 1, 16, 16, 16), torch.randn(2, 1, 16, 16, 16), label_volume()
+    net = PyramidVNet(n_filters=4).to(dtype).eval()
+    xl, xu, lab = torch.randn(2, 1, 16, 16, 16, dtype=dtype), torch.randn(2, 1, 16, 16, 16, dtype=dtype), label_volume()
     method = URPCMethod()
     method.consistency_weight = 0.3
     out = method(net, xl, lab, xu)
@@ -112,13 +113,14 @@ def test_urpc_iteration_loss_matches_the_reference():
         ev = torch.exp(-var)
         cons = cons + torch.mean((preds[2:] - s[2:]) ** 2 * ev) / (torch.mean(ev) + 1e-8) + torch.mean(var)
     want = sup + 0.3 * cons / 4
-    assert out["loss"].item() == pytest.approx(want.item(), rel=1e-5)
+    assert out["loss"].dtype == dtype and out["loss"].item() == pytest.approx(want.item(), rel=rel)
 
 
-def test_cct_iteration_loss_matches_the_reference():
+@DTYPES
+def test_cct_iteration_loss_matches_the_reference(dtype, rel):
     torch.manual_seed(0)
-    net = CCTVNet(n_filters=4).eval()
-    xl, xu, lab = torch.randn(2, 1, 16, 16, 16), torch.randn(2, 1, 16, 16, 16), label_volume()
+    net = CCTVNet(n_filters=4).to(dtype).eval()
+    xl, xu, lab = torch.randn(2, 1, 16, 16, 16, dtype=dtype), torch.randn(2, 1, 16, 16, 16, dtype=dtype), label_volume()
     method = CCTMethod()
     method.consistency_weight = 0.2
     torch.manual_seed(4)
@@ -129,7 +131,7 @@ def test_cct_iteration_loss_matches_the_reference():
     sup = sum(ssl4mis_sup(o, lab, 2) for o in outs) / 4
     soft = [torch.softmax(o[2:], 1) for o in outs]
     cons = sum(torch.mean((soft[0] - s) ** 2) for s in soft[1:]) / 3
-    assert out["loss"].item() == pytest.approx((sup + 0.2 * cons).item(), rel=1e-5)
+    assert out["loss"].dtype == dtype and out["loss"].item() == pytest.approx((sup + 0.2 * cons).item(), rel=rel)
 
 
 class _Trainer(Engine):
@@ -138,16 +140,17 @@ class _Trainer(Engine):
         self.network = network
 
 
-def test_ict_iteration_loss_matches_the_reference():
+@DTYPES
+def test_ict_iteration_loss_matches_the_reference(dtype, rel):
     torch.manual_seed(0)
     from monai_stlu.networks.nets import VNet
 
-    net = VNet(n_filters=4, dropout=True).eval()
+    net = VNet(n_filters=4, dropout=True).to(dtype).eval()
     method = ICTMethod(consistency_weight=0.25)
     method.attach(_Trainer(net))
     method.teacher.eval()
     teacher = copy.deepcopy(method.teacher).double()
-    xl, xu, lab = torch.randn(2, 1, 16, 16, 16), torch.randn(2, 1, 16, 16, 16), label_volume()
+    xl, xu, lab = torch.randn(2, 1, 16, 16, 16, dtype=dtype), torch.randn(2, 1, 16, 16, 16, dtype=dtype), label_volume()
     torch.manual_seed(7)
     out = method(net, xl, lab, xu)
     torch.manual_seed(7)
@@ -159,7 +162,7 @@ def test_ict_iteration_loss_matches_the_reference():
         target = torch.softmax(teacher(xu[0:1].double()), 1) * (1 - lam) + torch.softmax(teacher(xu[1:2].double()), 1) * lam
     sup = ssl4mis_sup(outputs, lab, 2)
     cons = torch.mean((torch.softmax(outputs[2:], 1) - target) ** 2)
-    assert out["loss"].item() == pytest.approx((sup + 0.25 * cons).item(), rel=1e-5)
+    assert out["loss"].dtype == dtype and out["loss"].item() == pytest.approx((sup + 0.25 * cons).item(), rel=rel)
     assert out["pred"].shape[0] == 2
 
 

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from monai_stlu.utils.fast_path import at_least_float32
+
 __all__ = ["MaskedDiceLoss"]
 
 
@@ -42,7 +44,7 @@ class MaskedDiceLoss(nn.Module):
             the scalar loss, in float32 at least.
         """
         n, c = logits.shape[:2]
-        prob = torch.softmax(logits.float(), dim=1).reshape(n, c, -1)
+        prob = torch.softmax(at_least_float32(logits), dim=1).reshape(n, c, -1)
         t = target.reshape(n, -1).long()
         onehot = F.one_hot(t, c).permute(0, 2, 1).to(prob.dtype)
         inter, union = prob * onehot, prob + onehot

@@ -12,7 +12,7 @@ from monai.losses import DiceLoss
 from torch import nn
 
 from monai_stlu.losses.seg_dice_loss import SegDiceLoss
-from monai_stlu.utils.fast_path import argmax
+from monai_stlu.utils.fast_path import argmax, at_least_float32
 
 __all__ = ["SymmetricPseudoLabelLoss"]
 
@@ -64,12 +64,11 @@ class SymmetricPseudoLabelLoss(nn.Module):
         """``L(learner, argmax teacher)``, restricted to the teacher's confident voxels when ``threshold`` is set."""
         if self._masked is None:
             return self.loss(learner, self.pseudo_label(teacher))
-        dtype = torch.promote_types(learner.dtype, torch.float32)
-        t_prob = torch.softmax(teacher.detach().to(dtype), dim=1)
+        prob = torch.softmax(at_least_float32(learner), dim=1)
+        t_prob = torch.softmax(teacher.detach().to(prob.dtype), dim=1)
         confidence, target = t_prob.max(dim=1, keepdim=True)
-        mask = (confidence >= self.threshold).to(dtype)
-        onehot = torch.nn.functional.one_hot(target[:, 0], learner.shape[1]).movedim(-1, 1).to(dtype)
-        prob = torch.softmax(learner.to(dtype), dim=1)
+        mask = (confidence >= self.threshold).to(prob.dtype)
+        onehot = torch.nn.functional.one_hot(target[:, 0], learner.shape[1]).movedim(-1, 1).to(prob.dtype)
         return self._masked(prob * mask, onehot * mask)
 
     def forward(self, logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,8 @@ import torch
 from monai.utils import optional_import
 from torch import nn
 
+from monai_stlu.utils.fast_path import at_least_float32
+
 distance_transform_edt, _ = optional_import("scipy.ndimage", name="distance_transform_edt")
 find_boundaries, _ = optional_import("skimage.segmentation", name="find_boundaries")
 
@@ -58,12 +60,14 @@ class SDFLoss(nn.Module):
     """
 
     @staticmethod
-    def target(label: torch.Tensor, channels: int) -> torch.Tensor:
-        """(B, channels, *spatial) float32 normalised SDFs of classes ``1..channels`` of a (B, 1, *spatial) label."""
+    def target(label: torch.Tensor, channels: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(B, channels, *spatial) normalised SDFs, in ``dtype``, of classes ``1..channels`` of a (B, 1, *spatial)
+        label."""
         lab = label.detach().cpu().numpy()[:, 0]
         sdf = np.stack([np.stack([normalized_sdf(lab[b] == c + 1) for c in range(channels)]) for b in range(len(lab))])
-        return torch.from_numpy(sdf).to(device=label.device, dtype=torch.float32)
+        return torch.from_numpy(sdf).to(device=label.device, dtype=dtype)
 
     def forward(self, sdf_pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """Args: ``sdf_pred`` (B, C-1, *spatial) level sets in [-1, 1]; ``label`` (B, 1, *spatial) class indices."""
-        return torch.mean((sdf_pred.float() - self.target(label, sdf_pred.shape[1])) ** 2)
+        pred = at_least_float32(sdf_pred)
+        return torch.mean((pred - self.target(label, pred.shape[1], pred.dtype)) ** 2)

@@ -10,12 +10,14 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from monai_stlu.utils.fast_path import at_least_float32
+
 __all__ = ["VATLoss", "binary_dice_distance", "frozen_bn_stats"]
 
 
 def binary_dice_distance(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """``1 - (2 sum(p q) + eps) / (sum(p) + sum(q) + eps)`` over whole tensors (MC-Net/SS-Net ``Binary_dice_loss``)."""
-    p, q = p.float(), q.float()
+    p, q = at_least_float32(p), at_least_float32(q)
     return 1.0 - (2.0 * torch.sum(p * q) + eps) / (torch.sum(p) + torch.sum(q) + eps)
 
 
@@ -63,13 +65,14 @@ class VATLoss(nn.Module):
     def forward(self, network: nn.Module, x: torch.Tensor, direction: torch.Tensor | None = None) -> torch.Tensor:
         """Args: ``direction``: the random start (default ``U(-0.5, 0.5)`` like ``x``)."""
         with torch.no_grad():
-            target = torch.softmax(network(x).float(), dim=1)
+            target = torch.softmax(at_least_float32(network(x)), dim=1)
         d = torch.rand(x.shape, device=x.device) - 0.5 if direction is None else direction
         d = _unit(d.to(x.dtype))
         with frozen_bn_stats(network):
             for _ in range(self.power_iterations):
                 d = d.detach().requires_grad_(True)
-                dist = binary_dice_distance(torch.softmax(network(x + self.xi * d).float(), dim=1), target)
+                dist = binary_dice_distance(torch.softmax(at_least_float32(network(x + self.xi * d)), dim=1), target)
                 (grad,) = torch.autograd.grad(dist, d)
                 d = _unit(grad)
-            return binary_dice_distance(torch.softmax(network(x + self.epsilon * d.detach()).float(), dim=1), target)
+            perturbed = at_least_float32(network(x + self.epsilon * d.detach()))
+            return binary_dice_distance(torch.softmax(perturbed, dim=1), target)

@@ -10,7 +10,10 @@ import functools
 import torch
 from monai.data import MetaTensor
 
-__all__ = ["cpu_supports_bf16", "autocast_dtype", "autocast", "to_channels_last", "as_plain_tensor", "argmax"]
+__all__ = [
+    "cpu_supports_bf16", "autocast_dtype", "autocast", "to_channels_last", "as_plain_tensor", "argmax",
+    "at_least_float32",
+]
 
 
 @functools.lru_cache(maxsize=1)
@@ -105,3 +108,13 @@ def argmax(x: torch.Tensor, dim: int = 1, keepdim: bool = False) -> torch.Tensor
         keepdim: keep ``dim`` with size 1.
     """
     return torch.max(x, dim=dim, keepdim=keepdim)[1]
+
+
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when it is in a lower precision (the bfloat16/float16 of the fast path), else as it is.
+
+    Losses and probabilities are computed in float32 under mixed precision, as the reference implementations compute
+    them; float64 inputs keep float64 (``x.float()`` would round them), so a loss evaluated in float64 against a float64
+    reference computation agrees to float64 rounding.
+    """
+    return x.to(torch.promote_types(x.dtype, torch.float32))

@@ -17,6 +17,7 @@ from monai_stlu.engines.methods.utils import context_mask, frozen_copy, largest_
 from monai_stlu.handlers.ema_teacher_handler import EMATeacherHandler
 from monai_stlu.losses.masked_dice_loss import MaskedDiceLoss
 from monai_stlu.networks.utils import unwrap
+from monai_stlu.utils.fast_path import at_least_float32
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
@@ -30,7 +31,7 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """BCP's pre-training loss: ``(CE + Dice) / 2`` of the mixed image against the mixed label over the whole
     volume (mean CE; the Dice of :py:class:`monai_stlu.losses.MaskedDiceLoss` without a mask)."""
     t = target.long().reshape(target.shape[0], *logits.shape[2:])
-    return (F.cross_entropy(logits.float(), t) + MaskedDiceLoss()(logits, t)) / 2
+    return (F.cross_entropy(at_least_float32(logits), t) + MaskedDiceLoss()(logits, t)) / 2
 
 
 def region_loss(
@@ -51,11 +52,11 @@ def region_loss(
     """
     dice = MaskedDiceLoss(smooth)
     mask = mask.float().expand(logits.shape[0], 1, *logits.shape[2:])
-    total = logits.new_zeros((), dtype=torch.float32)
+    total = at_least_float32(logits.new_zeros(()))
     for target, region, weight in ((target_out, mask, weight_out), (target_in, 1.0 - mask, weight_in)):
         t = target.long().reshape(logits.shape[0], *logits.shape[2:])
         r = region[:, 0]
-        ce = F.cross_entropy(logits.float(), t, reduction="none")
+        ce = F.cross_entropy(at_least_float32(logits), t, reduction="none")
         total = total + weight * dice(logits, t, region) + weight * (ce * r).sum() / (r.sum() + 1e-16)
     return total / 2
 
@@ -185,7 +186,7 @@ class BCPMethod(SemiSupervisedMethod):
 
     def pseudo_label(self, logits: torch.Tensor) -> torch.Tensor:
         """Foreground probability ``>= pseudo_threshold``, largest component kept; (B, 1, *spatial) long."""
-        fg = (torch.softmax(logits.float(), dim=1)[:, 1:2] >= self.pseudo_threshold).long()
+        fg = (torch.softmax(at_least_float32(logits), dim=1)[:, 1:2] >= self.pseudo_threshold).long()
         return largest_component(fg) if self.largest_component else fg
 
     def forward(  # type: ignore[override]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from monai_stlu.engines.methods.multi_output import MultiOutputMethod
+from monai_stlu.utils.fast_path import at_least_float32
 
 __all__ = ["CCTMethod"]
 
@@ -31,6 +32,6 @@ class CCTMethod(MultiOutputMethod):
     """
 
     def consistency(self, logits_unlabeled: list[torch.Tensor]) -> torch.Tensor:
-        main = torch.softmax(logits_unlabeled[0].float(), dim=1)
-        aux = [torch.softmax(o.float(), dim=1) for o in logits_unlabeled[1:]]
+        main = torch.softmax(at_least_float32(logits_unlabeled[0]), dim=1)
+        aux = [torch.softmax(at_least_float32(o), dim=1) for o in logits_unlabeled[1:]]
         return sum(torch.mean((main - p) ** 2) for p in aux) / len(aux)

@@ -17,7 +17,7 @@ from monai_stlu.engines.methods.utils import init_weights, reinitialize
 from monai_stlu.losses.seg_dice_ce_loss import SegDiceCELoss
 from monai_stlu.networks.utils import unwrap
 from monai_stlu.utils.distributed import broadcast_module, ddp
-from monai_stlu.utils.fast_path import argmax
+from monai_stlu.utils.fast_path import argmax, at_least_float32
 
 if TYPE_CHECKING:
     from monai_stlu.engines.semi_supervised_trainer import SemiSupervisedTrainer
@@ -79,7 +79,8 @@ class CPSMethod(SemiSupervisedMethod):
         """``CE(a, argmax b) + CE(b, argmax a)`` with detached pseudo-labels."""
         pseudo_a = argmax(logits_a.detach(), dim=1)
         pseudo_b = argmax(logits_b.detach(), dim=1)
-        return F.cross_entropy(logits_a.float(), pseudo_b) + F.cross_entropy(logits_b.float(), pseudo_a)
+        a, b = at_least_float32(logits_a), at_least_float32(logits_b)
+        return F.cross_entropy(a, pseudo_b) + F.cross_entropy(b, pseudo_a)
 
     def forward(  # type: ignore[override]
         self, network: nn.Module, image_labeled: torch.Tensor, label: torch.Tensor, image_unlabeled: torch.Tensor | None

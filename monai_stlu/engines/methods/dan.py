@@ -12,6 +12,7 @@ from torch import nn
 
 from monai_stlu.engines.methods.adversarial import AdversarialMethod
 from monai_stlu.losses.seg_dice_ce_loss import SegDiceCELoss
+from monai_stlu.utils.fast_path import at_least_float32
 
 __all__ = ["DANMethod"]
 
@@ -50,7 +51,7 @@ class DANMethod(AdversarialMethod):
 
     def segment(self, network: nn.Module, image: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = network(image)
-        return {"logits": logits, "map": torch.softmax(logits.float(), dim=1)}
+        return {"logits": logits, "map": torch.softmax(at_least_float32(logits), dim=1)}
 
     def supervised(self, out: dict[str, torch.Tensor], label: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"sup": self.sup_loss(out["logits"], label)}

@@ -13,13 +13,14 @@ from torch import nn
 from monai_stlu.engines.methods.base import SemiSupervisedMethod
 from monai_stlu.losses.sdf_loss import SDFLoss
 from monai_stlu.losses.seg_dice_loss import SegDiceLoss
+from monai_stlu.utils.fast_path import at_least_float32
 
 __all__ = ["DTCMethod", "heaviside"]
 
 
 def heaviside(level_set: torch.Tensor, k: float = 1500.0) -> torch.Tensor:
     """DTC's smooth Heaviside transform of a level set into a foreground probability: ``sigmoid(-k * sdf)``."""
-    return torch.sigmoid(-k * level_set.float())
+    return torch.sigmoid(-k * at_least_float32(level_set))
 
 
 class DTCMethod(SemiSupervisedMethod):
@@ -73,7 +74,7 @@ class DTCMethod(SemiSupervisedMethod):
         dice = self.sup_loss(logits[:b], label)
         sdf_loss = self.sdf_loss(sdf[:b], label)
         sup = dice + self.beta * sdf_loss
-        prob_fg = torch.softmax(logits.float(), dim=1)[:, 1:]
+        prob_fg = torch.softmax(at_least_float32(logits), dim=1)[:, 1:]
         cons = torch.mean((heaviside(sdf, self.k) - prob_fg) ** 2)
         loss = sup + self.consistency_weight * cons
         return {

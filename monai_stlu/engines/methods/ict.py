@@ -11,6 +11,7 @@ from torch import nn
 
 from monai_stlu.engines.methods.mean_teacher import MeanTeacherMethod
 from monai_stlu.losses.seg_dice_ce_loss import SegDiceCELoss
+from monai_stlu.utils.fast_path import at_least_float32
 
 __all__ = ["ICTMethod"]
 
@@ -57,11 +58,11 @@ class ICTMethod(MeanTeacherMethod):
         mixed = u0 * (1.0 - lam) + u1 * lam
         out = network(torch.cat([image_labeled, mixed], dim=0))
         with torch.no_grad():
-            t0 = torch.softmax(self.teacher(u0).float(), dim=1)
-            t1 = torch.softmax(self.teacher(u1).float(), dim=1)
+            t0 = torch.softmax(at_least_float32(self.teacher(u0)), dim=1)
+            t1 = torch.softmax(at_least_float32(self.teacher(u1)), dim=1)
             target = t0 * (1.0 - lam.float()) + t1 * lam.float()
         sup = self.sup_loss(out[:b], label)
-        cons = torch.mean((torch.softmax(out[b:].float(), dim=1) - target) ** 2)
+        cons = torch.mean((torch.softmax(at_least_float32(out[b:]), dim=1) - target) ** 2)
         loss = sup + self.consistency_weight * cons
         return {
             "pred": out[:b],

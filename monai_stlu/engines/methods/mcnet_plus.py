@@ -13,6 +13,7 @@ from torch import nn
 from monai_stlu.engines.methods.base import SemiSupervisedMethod
 from monai_stlu.engines.methods.utils import sharpen
 from monai_stlu.losses.seg_dice_loss import SegDiceLoss
+from monai_stlu.utils.fast_path import at_least_float32
 
 __all__ = ["MCNetPlusMethod"]
 
@@ -58,7 +59,7 @@ class MCNetPlusMethod(SemiSupervisedMethod):
 
     def mutual_consistency(self, logits: list[torch.Tensor]) -> torch.Tensor:
         """``sum_{i != j} mean((softmax_i - sharpen(softmax_j))^2)``."""
-        probs = [torch.softmax(o.float(), dim=1) for o in logits]
+        probs = [torch.softmax(at_least_float32(o), dim=1) for o in logits]
         targets = [sharpen(p.detach() if self.detach_targets else p, self.temperature) for p in probs]
         total = probs[0].new_zeros(())
         for i, p in enumerate(probs):

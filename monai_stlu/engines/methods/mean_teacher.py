@@ -14,6 +14,7 @@ from monai_stlu.engines.methods.base import SemiSupervisedMethod
 from monai_stlu.engines.methods.utils import clipped_noise, frozen_copy
 from monai_stlu.handlers.ema_teacher_handler import EMATeacherHandler
 from monai_stlu.losses.seg_dice_ce_loss import SegDiceCELoss
+from monai_stlu.utils.fast_path import at_least_float32
 
 if TYPE_CHECKING:
     from monai_stlu.engines.semi_supervised_trainer import SemiSupervisedTrainer
@@ -75,11 +76,11 @@ class MeanTeacherMethod(SemiSupervisedMethod):
             raise RuntimeError(f"{type(self).__name__} has no teacher: attach it to a trainer first.")
         with torch.no_grad():
             noisy = image + clipped_noise(image, self.noise_std, self.noise_clip)
-            return torch.softmax(self.teacher(noisy).float(), dim=1)
+            return torch.softmax(at_least_float32(self.teacher(noisy)), dim=1)
 
     def consistency(self, student_logits_u: torch.Tensor, image_unlabeled: torch.Tensor) -> dict[str, Any]:
         """The consistency loss and any terms to log; Mean Teacher: mean squared softmax difference."""
-        diff = torch.softmax(student_logits_u.float(), dim=1) - self.teacher_prob(image_unlabeled)
+        diff = torch.softmax(at_least_float32(student_logits_u), dim=1) - self.teacher_prob(image_unlabeled)
         return {"consistency": (diff * diff).mean()}
 
     def forward(  # type: ignore[override]

@@ -14,7 +14,7 @@ from torch import nn
 from monai_stlu.engines.methods.base import SemiSupervisedMethod
 from monai_stlu.losses.seg_dice_loss import SegDiceLoss
 from monai_stlu.losses.vat_loss import VATLoss
-from monai_stlu.utils.fast_path import argmax
+from monai_stlu.utils.fast_path import argmax, at_least_float32
 
 __all__ = ["SSNetMethod"]
 
@@ -76,15 +76,15 @@ class SSNetMethod(SemiSupervisedMethod):
     def update_memory(self, network: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> None:
         """Replace each class's memory by the projections of ``features`` (N, F) of that class (``labels`` (N,)).
 
-        In float32 (autocast off), as the reference, like :py:meth:`separation`: both run on rows picked by masks, a
-        new row count every iteration, and under bf16 autocast on a CPU each new shape is another oneDNN matmul the
-        process keeps (SS-Net's protocol run grew past 13 GB)."""
+        In float32 at least (autocast off), as the reference, like :py:meth:`separation`: both run on rows picked by
+        masks, a new row count every iteration, and under bf16 autocast on a CPU each new shape is another oneDNN
+        matmul the process keeps (SS-Net's protocol run grew past 13 GB)."""
         if len(self.memory) != len(network.selectors):
             self.memory = [None] * len(network.selectors)
         with torch.no_grad(), torch.autocast(features.device.type, enabled=False):
             network.projection_head.eval()
             try:
-                projected = network.projection_head(features.detach().float())
+                projected = network.projection_head(at_least_float32(features.detach()))
             finally:
                 network.projection_head.train()
             for c, selector in enumerate(network.selectors):
@@ -98,14 +98,14 @@ class SSNetMethod(SemiSupervisedMethod):
 
     def separation(self, network: nn.Module, predicted: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The class-to-memory separation loss of predicted features (N, F) with class ``labels`` (N,), in float32
-        (see :py:meth:`update_memory`).
+        at least (see :py:meth:`update_memory`).
 
         The reference averages the (rows x memory) matrix ``(1 - cos(f_i, m_j)) a_i b_j`` (``a``: the class
         selector's weights rescaled to mean 1; ``b``: the memory selector's, rescaled to exactly 1). The mean of that
         matrix is ``(sum(a) sum(b) - (a^T f) . (b^T m)) / (rows * memory)`` with unit-normalised ``f`` and ``m``: the
         same function and graph, computed here without the matrix (two weighted sums of the rows instead of a
         matrix product and four elementwise passes over the rows x memory values)."""
-        total = predicted.new_zeros((), dtype=torch.float32)
+        total = at_least_float32(predicted.new_zeros(()))
         n_classes = len(network.selectors)
         with torch.autocast(predicted.device.type, enabled=False):
             for c in range(n_classes):
@@ -113,7 +113,7 @@ class SSNetMethod(SemiSupervisedMethod):
                 if memory is None or memory.shape[0] <= 1:
                     continue
                 mask = labels == c
-                feats = predicted[mask].float()
+                feats = at_least_float32(predicted[mask])
                 if feats.shape[0] <= 1:
                     continue
                 w = torch.sigmoid(network.selectors[c](feats.detach()))[:, 0]  # (M,)
@@ -135,17 +135,17 @@ class SSNetMethod(SemiSupervisedMethod):
         b = image_labeled.shape[0]
         x = torch.cat([image_labeled, image_unlabeled], dim=0)
         logits, embedding = network.forward_embedding(x)
-        prob = torch.softmax(logits.float(), dim=1)
+        prob = torch.softmax(at_least_float32(logits), dim=1)
         target = label[:, 0].long()
         prediction = argmax(prob[:b], dim=1)
         pseudo = argmax(prob[b:], dim=1)
         channels = embedding.shape[1]
-        feat_l = embedding[:b].float().movedim(1, -1)
+        feat_l = at_least_float32(embedding[:b]).movedim(1, -1)
         correct = (prediction == target) & (prediction > 0)
         self.update_memory(network, feat_l[correct], target[correct])
         pred_l = network.prediction_head(network.projection_head(feat_l.reshape(-1, channels)))
         sep_l = self.separation(network, pred_l, target.reshape(-1))
-        feat_u = embedding[b:].float().movedim(1, -1).reshape(-1, channels)
+        feat_u = at_least_float32(embedding[b:]).movedim(1, -1).reshape(-1, channels)
         pred_u = network.prediction_head(network.projection_head(feat_u))
         sep_u = self.separation(network, pred_u, pseudo.reshape(-1))
         dice = self.sup_loss(logits[:b], label)

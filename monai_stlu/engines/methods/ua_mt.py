@@ -12,6 +12,7 @@ import torch
 from monai_stlu.engines.methods.mean_teacher import MeanTeacherMethod
 from monai_stlu.handlers.ramp_up_handler import RampUpHandler
 from monai_stlu.losses.seg_dice_ce_loss import SegDiceCELoss
+from monai_stlu.utils.fast_path import at_least_float32
 
 if TYPE_CHECKING:
     from monai_stlu.engines.semi_supervised_trainer import SemiSupervisedTrainer
@@ -92,7 +93,7 @@ class UAMTMethod(MeanTeacherMethod):
         return -(mean * torch.log(mean + 1e-6)).sum(dim=1, keepdim=True)
 
     def consistency(self, student_logits_u: torch.Tensor, image_unlabeled: torch.Tensor) -> dict[str, Any]:
-        diff = torch.softmax(student_logits_u.float(), dim=1) - self.teacher_prob(image_unlabeled)
+        diff = torch.softmax(at_least_float32(student_logits_u), dim=1) - self.teacher_prob(image_unlabeled)
         mask = (self.uncertainty(image_unlabeled) < self.threshold).float()
         cons = (mask * diff * diff).sum() / (diff.shape[1] * mask.sum() + 1e-16)  # the reference: 2 classes
         return {"consistency": cons, "threshold": self.threshold, "certain_fraction": mask.mean()}

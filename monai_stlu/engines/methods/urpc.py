@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from monai_stlu.engines.methods.multi_output import MultiOutputMethod
+from monai_stlu.utils.fast_path import at_least_float32
 
 __all__ = ["URPCMethod", "rectified_consistency"]
 
@@ -43,6 +44,6 @@ class URPCMethod(MultiOutputMethod):
     """
 
     def consistency(self, logits_unlabeled: list[torch.Tensor]) -> torch.Tensor:
-        probs = [torch.softmax(o.float(), dim=1) for o in logits_unlabeled]
+        probs = [torch.softmax(at_least_float32(o), dim=1) for o in logits_unlabeled]
         mean = sum(probs) / len(probs)
         return sum(rectified_consistency(p, mean) for p in probs) / len(probs)

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from monai_stlu.utils.fast_path import at_least_float32
+
 __all__ = ["frozen_copy", "clipped_noise", "sharpen", "context_mask", "reinitialize", "init_weights", "largest_component"]
 
 
@@ -31,7 +33,7 @@ def clipped_noise(x: torch.Tensor, std: float = 0.1, clip: float = 0.2) -> torch
 def sharpen(prob: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """``p_c^(1/T) / sum_k p_k^(1/T)`` over the channel dim (MC-Net+); with two classes this is MC-Net's
     ``p^(1/T) / (p^(1/T) + (1 - p)^(1/T))``. Computed in at least float32."""
-    p = prob.to(torch.promote_types(prob.dtype, torch.float32))
+    p = at_least_float32(prob)
     powered = p.pow(1.0 / temperature)
     return powered / powered.sum(dim=1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
 
