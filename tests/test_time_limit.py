@@ -1,4 +1,5 @@
-"""max_train_seconds: training stops after its wall-clock budget as a finished run (final events fire)."""
+"""max_train_seconds: training stops after its wall-clock budget as a finished run (final events fire), every rank of
+a torchrun group after the same iteration."""
 
 from __future__ import annotations
 
@@ -26,3 +27,42 @@ def test_no_limit_runs_everything_and_bad_limits_are_refused():
     assert engine.state.iteration == 14
     with pytest.raises(ValueError, match="max_seconds"):
         TimeLimitHandler(0)
+
+
+def _rank_run(rank: int, world: int, port: int, folder: str) -> None:
+    """One rank of a two-process Gloo group: each iteration all-reduces (as DDP's backward does); rank 0's budget
+    runs out after a few iterations, rank 1's never."""
+    import datetime
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=30))
+    try:
+        def step(engine, batch):
+            dist.all_reduce(torch.ones(1))
+            time.sleep(0.02)
+
+        engine = Engine(step)
+        TimeLimitHandler(max_seconds=0.1 if rank == 0 else 1000.0).attach(engine)
+        engine.run(range(200), max_epochs=1)
+        with open(os.path.join(folder, f"rank{rank}.txt"), "w") as f:
+            f.write(str(engine.state.iteration))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.long  # two processes: the long suite, with the other multi-process tests
+def test_under_torchrun_every_rank_stops_after_the_same_iteration(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank_run, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    stops = [int((tmp_path / f"rank{r}.txt").read_text()) for r in range(2)]
+    assert stops[0] == stops[1] and 2 <= stops[0] < 200  # rank 1 stopped with rank 0, not at its own budget

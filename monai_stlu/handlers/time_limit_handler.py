@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_stlu.utils.distributed import any_rank
+
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
 else:
@@ -23,7 +25,9 @@ class TimeLimitHandler:
     """After any iteration that ends more than ``max_seconds`` after the run started, terminate the engine: the
     run ends as a finished one (its final checkpoint written, ``model.pt`` the best validated model so far), and
     the same command resumes it later. The clock starts when the run starts (``Events.STARTED``), so the set-up
-    before it (caching) does not count.
+    before it (caching) does not count. Under ``torchrun`` the ranks stop together, after the first iteration at
+    which any rank's clock is past the budget (:py:func:`monai_stlu.utils.distributed.any_rank`, one all-reduce of
+    one value per iteration while a budget is set).
 
     Args:
         max_seconds: the budget in seconds; None for no limit.
@@ -46,6 +50,8 @@ class TimeLimitHandler:
         self.start = time.perf_counter()
 
     def __call__(self, engine: Engine) -> None:
-        if self.start is not None and time.perf_counter() - self.start > float(self.max_seconds):  # type: ignore[arg-type]
+        budget = float(self.max_seconds)  # type: ignore[arg-type]
+        over = self.start is not None and time.perf_counter() - self.start > budget
+        if any_rank(over):  # under torchrun every rank stops after the same iteration
             self.logger.info(f"time limit of {self.max_seconds:g} s reached at iteration {engine.state.iteration}: stopping.")
             engine.terminate()

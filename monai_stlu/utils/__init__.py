@@ -13,7 +13,7 @@ _EXPORTS = {
     "flags": ("as_bool",),
     "best_metric": ("BEST_METRIC_KEYS", "best_metric_state", "restore_best_metric"),
     "plots": ("plot_run", "read_scalars"),
-    "distributed": ("average_buffers", "broadcast_module", "ddp", "init_distributed", "is_distributed",
+    "distributed": ("any_rank", "average_buffers", "broadcast_module", "ddp", "init_distributed", "is_distributed",
                     "save_rank_networks"),
     "errors": ("explain", "install_error_hook", "is_command_line_run"),
     "run_lock": ("RunLock", "RunLockedError"),

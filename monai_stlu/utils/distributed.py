@@ -11,7 +11,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["is_distributed", "init_distributed", "ddp", "broadcast_module", "average_buffers", "save_rank_networks", "rank"]
+__all__ = [
+    "is_distributed", "init_distributed", "ddp", "broadcast_module", "average_buffers", "save_rank_networks", "rank",
+    "any_rank",
+]
 
 
 def is_distributed() -> bool:
@@ -34,6 +37,18 @@ def init_distributed() -> torch.device:
         torch.cuda.set_device(device)
         return device
     return torch.device("cpu")
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` holds on any rank: one all-reduce of one value (``flag`` itself in a single process), so that
+    the ranks take together a decision that starts or ends collective work (a time limit read from each rank's own
+    clock would stop one rank an iteration before another, which then waits in its next all-reduce forever)."""
+    if not is_distributed():
+        return bool(flag)
+    cuda = dist.get_backend() == "nccl"
+    value = torch.tensor([float(flag)], device=torch.device("cuda", torch.cuda.current_device()) if cuda else "cpu")
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def broadcast_module(module: nn.Module, src: int = 0) -> nn.Module:
