@@ -12,6 +12,7 @@ the test list, and cached: an interrupted or repeated run resumes its checkpoint
     python benchmarks/quality.py run --protocol cpu --labeled 4,8,16 --seeds 0            # label-ratio sweep
     python benchmarks/quality.py run --protocol cpu --methods stlu --tag _cascade --override --dropout_placement cascade
     python benchmarks/quality.py bn_check --protocol cpu --seeds 0,1    # BatchNorm statistics from clean passes
+    python benchmarks/quality.py margin --protocol cpu --methods cct --seeds 1   # foreground just under the threshold?
 
 ``run`` works in ``--work_dir`` (default ``benchmarks/work/quality_<protocol>``, git-ignored): per run its
 checkpoints, ``train.log``, ``pseudo_label_quality.csv``, the test metrics and predictions, and ``done.json``.
@@ -23,8 +24,8 @@ ASD in voxels and mm, mean ± std over cases and seeds, and the per-seed means),
 ``learning_curves.png`` (validation Dice against iteration; beside it the pseudo-label quality: Dice of each
 semi-supervised method's pseudo-labels against the true labels of "unlabeled" training cases), ``overlay.png`` (an
 axial slice through each test case, one row per method: image, ground-truth and predicted contours, the case's
-Dice), ``label_sweep.png`` for runs of ``--labeled``; ``robustness`` writes ``robustness.md`` and ``bn_check``
-writes ``bn_check.md``.
+Dice), ``label_sweep.png`` for runs of ``--labeled``; ``robustness`` writes ``robustness.md``, ``bn_check``
+writes ``bn_check.md`` and ``margin`` writes ``margin.md``.
 """
 
 from __future__ import annotations
@@ -249,6 +250,58 @@ def robustness(opts: argparse.Namespace, methods: list[str], seeds: list[int], s
     return "\n".join(lines)
 
 
+def run_parser(opts: argparse.Namespace, method: str, seed: int, out: str, output_subdir: str):
+    """The bundle configuration of the finished run in ``out`` as ``run`` ran it (protocol, method, seed, overrides),
+    initialised; its outputs go to ``out/output_subdir``."""
+    from fire.parser import DefaultParseValue  # how `python -m monai.bundle` reads a command-line value
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(config_paths(opts.protocol, method))
+    it = iter(opts.override)
+    parser.update({
+        "dataset_dir": opts.dataset_dir, "train_list": opts.train_list, "test_list": opts.test_list,
+        "seed": seed, "bundle_root": os.path.join(CONFIGS, ".."), "ckpt_dir": os.path.join(out, "models"),
+        "output_dir": os.path.join(out, output_subdir), "progress": False,
+        **({"num_labeled": opts.num_labeled} if opts.num_labeled is not None else {}),
+        **{k.lstrip("-"): DefaultParseValue(v) for k, v in zip(it, it)},
+    })
+    parser.get_parsed_content("initialize")
+    return parser
+
+
+def kept_network(parser, out: str):
+    """The run's network with the weights it kept (``models/model.pt``, the best on validation)."""
+    import torch
+
+    network = parser.get_parsed_content("network")
+    network.load_state_dict(torch.load(os.path.join(out, "models", "model.pt"), map_location="cpu", weights_only=True))
+    return network
+
+
+def validation_probabilities(network, parser):
+    """Per validation case (the model-selection cases), the network's class probabilities ``(C, *spatial)`` from the
+    bundle's validation inferer, in float32, and the foreground mask ``label > 0``."""
+    import torch
+
+    loader, inferer = parser.get_parsed_content("validate#dataloader"), parser.get_parsed_content("validate#inferer")
+    device = parser.get_parsed_content("device")
+    network.eval()
+    with torch.no_grad():
+        for batch in loader:
+            probs = torch.softmax(inferer(batch["image"].to(device), network).float(), dim=1).cpu()
+            yield from zip(probs, torch.as_tensor(batch["label"])[:, 0] > 0)
+
+
+def validation_dice(network, parser) -> float:
+    """Mean Dice of the argmax foreground over the validation cases, as validation in training scores it."""
+    from monai_stlu.metrics import dice_score
+    from monai_stlu.utils import argmax
+
+    dice = [dice_score(argmax(p, 0) > 0, lab) for p, lab in validation_probabilities(network, parser)]
+    return sum(dice) / len(dice)
+
+
 def bn_check(opts: argparse.Namespace, methods: list[str], seeds: list[int], batches: int) -> str:
     """Validation Dice of each finished (method, seed) model as trained, and after its BatchNorm running statistics
     are recomputed from clean forward passes (no mixing, dropout or teacher) over ``batches`` labeled and unlabeled
@@ -257,42 +310,14 @@ def bn_check(opts: argparse.Namespace, methods: list[str], seeds: list[int], bat
     import copy
 
     import torch
-    from fire.parser import DefaultParseValue  # how `python -m monai.bundle` reads a command-line value
-    from monai.bundle import ConfigParser
-
-    from monai_stlu.metrics import dice_score
-    from monai_stlu.utils import argmax
 
     lines = ["| method | seed | validation Dice as trained | after BN recomputed from clean passes | change |",
              "|---|---|---|---|---|"]
     for method, seed, out in finished_runs(opts, methods, seeds):
-        parser = ConfigParser()
-        parser.read_config(config_paths(opts.protocol, method))
-        it = iter(opts.override)
-        parser.update({
-            "dataset_dir": opts.dataset_dir, "train_list": opts.train_list, "test_list": opts.test_list,
-            "seed": seed, "bundle_root": os.path.join(CONFIGS, ".."), "ckpt_dir": os.path.join(out, "models"),
-            "output_dir": os.path.join(out, "bn_check"), "progress": False,
-            **({"num_labeled": opts.num_labeled} if opts.num_labeled is not None else {}),
-            **{k.lstrip("-"): DefaultParseValue(v) for k, v in zip(it, it)},
-        })
-        parser.get_parsed_content("initialize")
-        network = parser.get_parsed_content("network")
-        network.load_state_dict(torch.load(os.path.join(out, "models", "model.pt"), map_location="cpu",
-                                           weights_only=True))
-        val_loader, inferer = parser.get_parsed_content("validate#dataloader"), parser.get_parsed_content("validate#inferer")
+        parser = run_parser(opts, method, seed, out, "bn_check")
+        network = kept_network(parser, out)
         device = parser.get_parsed_content("device")
-
-        def val_dice(net) -> float:
-            net.eval()
-            dice = []
-            with torch.no_grad():
-                for batch in val_loader:
-                    pred = argmax(inferer(batch["image"].to(device), net), 1) > 0
-                    dice += [dice_score(p, l > 0) for p, l in zip(pred, batch["label"][:, 0])]
-            return sum(dice) / len(dice)
-
-        before = val_dice(network)
+        before = validation_dice(network, parser)
         clean = copy.deepcopy(network).train()
         for m in clean.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
@@ -312,13 +337,66 @@ def bn_check(opts: argparse.Namespace, methods: list[str], seeds: list[int], bat
                         done += 1
                         if done == batches:
                             break
-        after = val_dice(clean)
+        after = validation_dice(clean, parser)
         lines.append(f"| {method}{opts.tag} | {seed} | {100 * before:.2f} | {100 * after:.2f} | {100 * (after - before):+.2f} |")
         print(lines[-1], flush=True)
     os.makedirs(opts.results_dir, exist_ok=True)
     with open(os.path.join(opts.results_dir, "bn_check.md"), "w") as f:
         f.write(f"Validation Dice % (the model-selection cases) as trained and after BatchNorm statistics recomputed from "
                 f"{batches} clean batches per training loader\n\n" + "\n".join(lines) + "\n")
+    return "\n".join(lines)
+
+
+def head_can_score_foreground(network) -> bool | None:
+    """Whether the network's segmentation head (its first module named ``head``: a 1x1 convolution on the last
+    decoder features, which are a ReLU output and so non-negative) can score some foreground class above the
+    background for some input. For weights ``W`` and bias ``b`` the logit difference ``(W_c - W_0) . h + b_c - b_0``
+    is positive for some ``h >= 0`` exactly when ``b_c > b_0`` or some entry of ``W_c - W_0`` is positive. ``False``
+    means no image can produce a foreground voxel; ``None`` when the network has no such head. A one-channel head
+    (:py:class:`~monai_stlu.networks.nets.SDFVNet`'s foreground logit against a background fixed at 0) is read with
+    ``W_0 = 0, b_0 = 0``."""
+    import torch
+
+    head = next((m for name, m in network.named_modules() if name.rsplit(".", 1)[-1] == "head"), None)
+    if not isinstance(head, torch.nn.modules.conv._ConvNd):
+        return None
+    w = head.weight.detach().flatten(1)
+    b = head.bias.detach() if head.bias is not None else torch.zeros(head.out_channels)
+    if head.out_channels == 1:
+        w, b = torch.cat([torch.zeros_like(w), w]), torch.cat([torch.zeros_like(b), b])
+    return bool(((w[1:] - w[:1]).amax(dim=1).gt(0) | (b[1:] - b[:1]).gt(0)).any())
+
+
+def margin(opts: argparse.Namespace, methods: list[str], seeds: list[int]) -> str:
+    """Where each finished (method, seed) model puts the foreground probability inside the true label of the
+    validation cases, and whether its head can score foreground at all: tells a model that learned nothing from one
+    whose foreground probability sits just under the argmax threshold. Validation cases only, nothing is chosen from
+    it. Writes ``margin.md``."""
+    import torch
+
+    from monai_stlu.metrics import dice_score
+    from monai_stlu.utils import argmax
+
+    lines = ["| method | seed | validation Dice | median foreground probability inside the label | label voxels at "
+             "0.4-0.5 | label voxels at >= 0.5 | head can score foreground |", "|---|---|---|---|---|---|---|"]
+    for method, seed, out in finished_runs(opts, methods, seeds):
+        parser = run_parser(opts, method, seed, out, "margin")
+        network = kept_network(parser, out)
+        dice, inside = [], []
+        for probs, label in validation_probabilities(network, parser):
+            dice.append(dice_score(argmax(probs, 0) > 0, label))
+            inside.append((1 - probs[0])[label])
+        fg = torch.cat(inside)
+        reach = {True: "yes", False: "no", None: "n/a"}[head_can_score_foreground(network)]
+        lines.append(f"| {method}{opts.tag} | {seed} | {100 * sum(dice) / len(dice):.2f} | {float(fg.median()):.3f} | "
+                     f"{100 * float(((fg >= 0.4) & (fg < 0.5)).float().mean()):.1f} % | "
+                     f"{100 * float((fg >= 0.5).float().mean()):.1f} % | {reach} |")
+        print(lines[-1], flush=True)
+    os.makedirs(opts.results_dir, exist_ok=True)
+    with open(os.path.join(opts.results_dir, "margin.md"), "w") as f:
+        f.write("The kept model's foreground probability (1 - background) inside the true label of the validation cases"
+                " (all their label voxels pooled), and whether its head can score a foreground class above the background"
+                " on any non-negative features\n\n" + "\n".join(lines) + "\n")
     return "\n".join(lines)
 
 
@@ -555,7 +633,7 @@ def overlay(opts: argparse.Namespace, runs: dict, out: str, plt) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["run", "report", "robustness", "bn_check"])
+    parser.add_argument("command", choices=["run", "report", "robustness", "bn_check", "margin"])
     parser.add_argument("--protocol", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--methods", default="supervised,mean_teacher,stlu", help=f"comma-separated, of {METHODS}")
     parser.add_argument("--seeds", default="0,1")
@@ -599,6 +677,9 @@ def main(argv: list[str] | None = None) -> None:
     elif opts.command == "bn_check":
         opts.num_labeled = counts[0]
         print(bn_check(opts, methods, seeds, opts.bn_batches))
+    elif opts.command == "margin":
+        opts.num_labeled = counts[0]
+        print(margin(opts, methods, seeds))
     elif opts.command == "robustness":
         opts.num_labeled = counts[0]
         print(robustness(opts, methods, seeds, [float(s) for s in opts.sigmas.split(",")]))

@@ -163,3 +163,29 @@ def test_report_from_the_archive_outlives_the_work_folder(tmp_path):
     (res / "summary.md").unlink()
     quality.main(common)
     assert (res / "summary.md").read_text() == summary
+
+
+@pytest.mark.parametrize("net_cls", ["vnet", "cct", "sdf"])
+def test_head_can_score_foreground_tells_a_head_that_never_predicts_foreground(net_cls):
+    from benchmarks.quality import head_can_score_foreground
+    from monai_stlu.networks.nets import CCTVNet, SDFVNet
+
+    torch.manual_seed(0)
+    net = {"vnet": VNet, "cct": CCTVNet, "sdf": SDFVNet}[net_cls](n_filters=4)
+    head = net.head if net_cls == "vnet" else net.backbone.head
+    # the background row: SDFVNet's one-channel head scores the foreground against a background fixed at 0
+    w0, b0 = (torch.zeros_like(head.weight[0]), torch.zeros(())) if net_cls == "sdf" else (head.weight[0], head.bias[0])
+    fg = head.weight.shape[0] - 1
+    x = torch.randn(3, 1, 32, 32, 16) * 3
+    with torch.no_grad():
+        head.weight[fg] = w0 - torch.rand_like(w0) - 0.01  # every foreground weight lower
+        head.bias[fg] = b0 - 0.1
+        assert head_can_score_foreground(net) is False
+        assert not (net.eval()(x).argmax(1) > 0).any()  # checked on the network itself: no foreground anywhere
+        head.bias[fg] = b0 + 0.1  # a higher foreground bias wins where the features vanish
+        assert head_can_score_foreground(net) is True
+        head.bias[fg] = b0 - 0.1
+        head.weight[fg, 2] = w0[2] + 50.0  # one channel favouring the foreground
+        assert head_can_score_foreground(net) is True
+        assert (net.eval()(x).argmax(1) > 0).any()
+    assert head_can_score_foreground(torch.nn.Sequential(torch.nn.ReLU())) is None

@@ -72,6 +72,17 @@ def test_quality_protocol_tiny(tmp_path, capsys):
         logged = re.findall(r"val_mean_dice: ([0-9.]+)", (tmp_path / "work" / f"{r[1].strip()}_seed0" / "train.log").read_text())
         assert float(r[3]) == pytest.approx(100 * max(map(float, logged)), abs=0.5) and 0 <= float(r[4]) <= 100
 
+    # the threshold diagnostic: the same validation Dice as above, the probabilities inside the label in range
+    quality.main(["margin", "--methods", "supervised,stlu", "--seeds", "0", *common, "--override", *TINY])
+    margins = [line.split("|") for line in (tmp_path / "res" / "margin.md").read_text().splitlines()
+               if line.startswith("| s")]
+    assert [r[1].strip() for r in margins] == ["supervised", "stlu"]
+    for r, b in zip(margins, rows):
+        assert float(r[3]) == pytest.approx(float(b[3]), abs=0.01)
+        assert 0 <= float(r[4]) <= 1 and r[7].strip() in ("yes", "no")
+        near, above = (float(c.strip().rstrip("%")) for c in r[5:7])
+        assert 0 <= near and 0 <= above and near + above <= 100.05
+
     quality.main(["report", *common])
     summary = (tmp_path / "res" / "summary.md").read_text()
     for name in ("supervised", "stlu", "stlu_decoder", "supervised_l2", "supervised_l3"):
