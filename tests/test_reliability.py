@@ -390,3 +390,19 @@ def test_a_model_file_records_its_network_and_a_mismatch_names_the_settings(tmp_
     assert str(err.value).endswith("build the network it records (the STLUMethod method's file, and --n_filters 4 "
                                    "--patch_size [32, 32, 32]), or let monai_stlu predict/export --model read the "
                                    "record for you.")
+
+
+@pytest.mark.slow
+@pytest.mark.long  # two bundle runs; the handler itself is tested in the quick suite (test_time_limit.py)
+def test_a_time_limited_bundle_run_resumes_at_the_iteration_it_stopped(synth, tmp_path):
+    args = train_args(synth, tmp_path, "--max_iterations", "6", "--val_interval", "3")
+    proc = run_bundle(*args, "--max_train_seconds", "0.001")  # over budget after its first iteration
+    assert "time limit of 0.001 s reached at iteration 1" in proc.stdout + proc.stderr
+    models = tmp_path / "models"
+    stopped = torch.load(models / "checkpoint_epoch=1.pt", weights_only=True)  # mid-epoch: named for its epoch
+    assert stopped["trainer"]["iteration"] == 1
+    proc = run_bundle(*args)
+    out = proc.stdout + proc.stderr
+    assert f"resumed from {models / 'checkpoint_epoch=1.pt'} at iteration 1." in out
+    assert "Epoch: 1/2, Iter: 2/3 " in out and "Epoch: 1/2, Iter: 1/3 " not in out  # iteration 1 not trained again
+    assert torch.load(models / "checkpoint_epoch=2.pt", weights_only=True)["trainer"]["iteration"] == 6

@@ -66,3 +66,48 @@ def test_under_torchrun_every_rank_stops_after_the_same_iteration(tmp_path):
     mp.spawn(_rank_run, args=(2, port, str(tmp_path)), nprocs=2, join=True)
     stops = [int((tmp_path / f"rank{r}.txt").read_text()) for r in range(2)]
     assert stops[0] == stops[1] and 2 <= stops[0] < 200  # rank 1 stopped with rank 0, not at its own budget
+
+
+def _counting_run(folder, stop_at: int | None, seen: list[int]):
+    """A trainer whose one weight counts the iterations it trained (epochs of 10, 3 epochs), with the bundles'
+    periodic saver (every epoch, 2 kept) and resumer; ``stop_at`` terminates it after that iteration."""
+    import torch
+
+    from monai_stlu.handlers import AtomicCheckpointSaver, ResumeCheckpointLoader
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(net.weight)
+
+    def step(engine, batch):
+        seen.append(engine.state.iteration)
+        with torch.no_grad():
+            net.weight += 1.0
+
+    engine = Engine(step)
+    save = {"network": net, "trainer": engine}
+    ResumeCheckpointLoader(str(folder), save).attach(engine)
+    AtomicCheckpointSaver(str(folder), save, save_interval=1, n_saved=2).attach(engine)
+    if stop_at is not None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED(once=stop_at), lambda e: e.terminate())
+    engine.run(range(10), max_epochs=3)
+    return engine, net
+
+
+@pytest.mark.parametrize("stop_at", [7, 10, 13])  # mid-epoch, at an epoch's last iteration, in the next epoch
+def test_a_terminated_run_resumes_at_the_iteration_it_stopped(tmp_path, stop_at):
+    import torch
+
+    first: list[int] = []
+    engine, net = _counting_run(tmp_path, stop_at, first)
+    assert first == list(range(1, stop_at + 1)) and engine.state.iteration == stop_at
+    newest = max(tmp_path.glob("checkpoint_epoch=*.pt"), key=lambda p: int(p.stem.split("=")[1]))
+    saved = torch.load(newest, weights_only=True)
+    assert saved["trainer"]["iteration"] == stop_at and saved["network"]["weight"].item() == stop_at
+    assert newest.name == f"checkpoint_epoch={(stop_at + 9) // 10}.pt"  # named for the epoch it stopped in
+
+    second: list[int] = []
+    engine, net = _counting_run(tmp_path, None, second)
+    assert second == list(range(stop_at + 1, 31))  # nothing trained twice, nothing skipped
+    assert engine.state.iteration == 30 and net.weight.item() == 30
+    assert sorted(p.name for p in tmp_path.glob("checkpoint_*.pt")) == ["checkpoint_epoch=2.pt", "checkpoint_epoch=3.pt"]
+    assert torch.load(tmp_path / "checkpoint_epoch=3.pt", weights_only=True)["trainer"]["iteration"] == 30

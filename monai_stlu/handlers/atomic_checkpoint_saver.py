@@ -22,6 +22,7 @@ from monai_stlu.utils.best_metric import best_metric_state, restore_best_metric
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 Checkpoint, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Checkpoint")
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = ["AtomicCheckpointSaver", "remove_partial_files", "PARTIAL_SUFFIX"]
 
@@ -105,6 +106,11 @@ class AtomicCheckpointSaver(CheckpointSaver):
       ``model.pt`` exists at every moment once one was written, and a record naming a file that is gone is harmless.
     - A periodic saver adopts the older periodic files of the folder at its first save, so ``n_saved`` still
       rotates them after a resume. A full disk is reported as such, naming the file.
+    - A run stopped by ``engine.terminate()`` (:py:class:`monai_stlu.handlers.TimeLimitHandler`, any early stop)
+      ends between two periodic saves, and ignite fires no ``EPOCH_COMPLETED`` for the epoch it stops in. A periodic
+      saver therefore also saves at ``Events.TERMINATE`` when the newest iteration is not saved yet, under the
+      running epoch's name (``checkpoint_epoch=3.pt`` holding, say, iteration 1,250 of 1,500): the same command then
+      resumes at that iteration (ignite continues mid-epoch), and the end of that epoch replaces the file.
     - ``state_dict()`` / ``load_state_dict()`` hold the key-metric record (which scores are saved under which
       file names). Put the best-model saver in the periodic checkpoint's ``save_dict`` and the resumed run keeps
       ``model.pt`` unless a validation beats the best score of the interrupted run (without it, the first
@@ -141,12 +147,24 @@ class AtomicCheckpointSaver(CheckpointSaver):
         self._adopted = False
         self._engine: Any = None
         self._pending_best: Mapping = {}
+        self._saved_iteration: int | None = None
 
     def attach(self, engine: Any) -> None:
-        """Attach as MONAI's saver does, remembering the engine whose best key-metric value the record carries."""
+        """Attach as MONAI's saver does, remembering the engine whose best key-metric value the record carries; a
+        periodic saver also saves the iterations a terminated run trained since its last save."""
         super().attach(engine)
         self._engine = engine
         restore_best_metric(engine, self._pending_best)
+        if self._interval_checkpoint is not None:
+            engine.add_event_handler(Events.STARTED, self._started)
+            engine.add_event_handler(Events.TERMINATE, self._terminated)
+
+    def _started(self, engine: Any) -> None:
+        self._saved_iteration = engine.state.iteration  # a resumed run starts from a saved iteration
+
+    def _terminated(self, engine: Any) -> None:
+        if engine.state.iteration != self._saved_iteration:
+            self.interval_completed(engine)
 
     def interval_completed(self, engine: Any) -> None:
         """Save the periodic checkpoint; the first time, adopt the periodic files an interrupted run of this folder
@@ -154,6 +172,7 @@ class AtomicCheckpointSaver(CheckpointSaver):
         if not self._adopted and self._interval_checkpoint is not None:
             self._adopt_interval_files(engine)
         super().interval_completed(engine)
+        self._saved_iteration = engine.state.iteration
 
     def _adopt_interval_files(self, engine: Any) -> None:
         self._adopted = True
