@@ -151,7 +151,7 @@ def quality_probe(
         cmd = [sys.executable, os.path.join(REPO, "benchmarks", "quality.py"), "run", "--protocol", "gpu", "--methods", method,
                "--seeds", "0", "--dataset_dir", data["dataset_dir"], "--train_list", data["train_list"],
                "--test_list", data["test_list"], "--work_dir", work, "--archive_dir", os.path.join(out, "probe_runs"),
-               "--override", *over]
+               "--evaluate_stopped", "--override", *over]
         if not data["real"]:
             at = cmd.index("--override") + 1  # synthetic cases: the last two training cases validate
             cmd[at:at] = ["--val_ids", json.dumps(data["val_ids"]), "--num_labeled", "4"]
@@ -170,7 +170,8 @@ def quality_probe(
         for name in ("done.json", "train.log"):
             if os.path.isfile(os.path.join(work, f"{method}_seed0", name)):
                 shutil.copy(os.path.join(work, f"{method}_seed0", name), os.path.join(out, f"probe_{method}_{name}"))
-        result[method] = {"rc": rc, "test": summary.get("test"), "train_minutes": summary.get("train_minutes")}
+        result[method] = {"rc": rc, "test": summary.get("test"), "train_minutes": summary.get("train_minutes"),
+                          "stopped_at_iteration": summary.get("stopped_at_iteration")}
     return result
 
 

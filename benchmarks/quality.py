@@ -15,7 +15,9 @@ the test list, and cached: an interrupted or repeated run resumes its checkpoint
     python benchmarks/quality.py margin --protocol cpu --methods cct --seeds 1   # foreground just under the threshold?
 
 ``run`` works in ``--work_dir`` (default ``benchmarks/work/quality_<protocol>``, git-ignored): per run its
-checkpoints, ``train.log``, ``pseudo_label_quality.csv``, the test metrics and predictions, and ``done.json``.
+checkpoints, ``train.log``, ``pseudo_label_quality.csv``, the test metrics and predictions, and ``done.json``. A
+training its time limit stops (``--override --max_train_seconds N``) is left to resume, not evaluated, unless
+``--evaluate_stopped`` asks for a probe of what the budget reaches.
 Every finished run is also kept in ``--archive_dir`` (default ``benchmarks/results/quality_<protocol>_runs``, meant to be
 committed): its ``done.json``, ``segments.json``, per-case test metrics, validation curve and pseudo-label quality, a
 few KB that outlive the work folder. ``report`` reads the archive (after archiving any finished run of the work folder
@@ -51,6 +53,7 @@ METHODS = (
 METRICS = ("dice", "jaccard", "hd95_vox", "asd_vox", "hd95_mm", "asd_mm")
 _RUN_NAME = re.compile(r"(.+)_seed(\d+)")  # a run folder: <method><tag>_seed<seed>
 _VAL_LINE = re.compile(r"Epoch\[(\d+)\] Metrics -- .*val_mean_dice: ([0-9.]+)")
+_TIME_LIMIT_LINE = re.compile(r"time limit of \S+ s reached at iteration (\d+)")  # TimeLimitHandler's log line
 
 
 def config_paths(protocol: str, method: str, *more: str) -> list[str]:
@@ -176,8 +179,11 @@ def record_segment(out: str, commit: str) -> list[str]:
     return list(dict.fromkeys(s["commit"] for s in segments))
 
 
-def run_one(opts: argparse.Namespace, method: str, seed: int) -> dict:
-    """Train (resuming any checkpoint), then evaluate on the test list; cached by ``done.json``."""
+def run_one(opts: argparse.Namespace, method: str, seed: int) -> dict | None:
+    """Train (resuming any checkpoint), then evaluate on the test list; cached by ``done.json``. A training stopped
+    by its time limit (``--override --max_train_seconds N``) is not evaluated: returns None, and the same command
+    resumes it; with ``--evaluate_stopped`` (a probe of what a time budget reaches) it is evaluated, and its
+    ``done.json`` says where it stopped (``stopped_at_iteration``)."""
     tag = opts.tag + labeled_tag(opts.num_labeled)
     out = run_dir(opts.work_dir, method, seed, tag)
     done = os.path.join(out, "done.json")
@@ -194,15 +200,26 @@ def run_one(opts: argparse.Namespace, method: str, seed: int) -> dict:
     if len(commits) > 1:
         print(f"note: {out} was trained by more than one version of the code: {', '.join(commits)}", flush=True)
     start = time.time()
+    log_path = os.path.join(out, "train.log")
+    logged = os.path.getsize(log_path) if os.path.isfile(log_path) else 0
     bundle(["run", "training", "--config_file", config_files(opts.protocol, method), *common,
-            "--output_dir", os.path.join(out, "train")], os.path.join(out, "train.log"))
+            "--output_dir", os.path.join(out, "train")], log_path)
     trained = time.time()
+    with open(log_path) as f:
+        f.seek(logged)
+        stopped = _TIME_LIMIT_LINE.search(f.read())
+    if stopped and not opts.evaluate_stopped:
+        print(f"{out}: stopped by its time limit at iteration {stopped.group(1)}, not evaluated; the same command "
+              "resumes it.", flush=True)
+        return None
     bundle(["run", "--config_file", config_files(opts.protocol, method, "evaluate.json"), *common,
             "--output_dir", os.path.join(out, "test")], os.path.join(out, "eval.log"))
     summary = {"method": method, "seed": seed, "protocol": opts.protocol, "num_labeled": opts.num_labeled,
                "commit": commits[-1], "commits": commits,
                "train_minutes": (trained - start) / 60, "eval_minutes": (time.time() - trained) / 60, "override": opts.override,
                "test": mean_metrics(os.path.join(out, "test", "metrics.csv"))}
+    if stopped:
+        summary["stopped_at_iteration"] = int(stopped.group(1))
     timing = training_minutes(os.path.join(out, "train.log"))
     if timing:
         summary["train_minutes_all_segments"], summary["train_segments"] = timing
@@ -645,6 +662,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--archive_dir", default=None,
                         help="the finished runs' records (default benchmarks/results/quality_<protocol>_runs)")
     parser.add_argument("--tag", default="", help="a suffix of the run folders, for variants (ablations)")
+    parser.add_argument("--evaluate_stopped", action="store_true",
+                        help="run: evaluate a training its time limit stopped (a probe); by default it is left to resume")
     parser.add_argument("--labeled", default=None,
                         help="label-ratio sweep: comma-separated labeled counts (runs tagged _lN), e.g. 4,8,16")
     parser.add_argument("--sigmas", default="0.1,0.2,0.3,0.4,0.5", help="robustness: noise std values")
@@ -671,6 +690,8 @@ def main(argv: list[str] | None = None) -> None:
                     label = f"{method}{opts.tag}{labeled_tag(count)} seed {seed}"
                     print(f"[{time.strftime('%H:%M:%S')}] {label} ...", flush=True)
                     result = run_one(opts, method, seed)
+                    if result is None:
+                        continue
                     print(f"[{time.strftime('%H:%M:%S')}] {label}: test Dice {result['test']['dice']:.4f} "
                           f"({result.get('train_minutes_all_segments', result['train_minutes']):.1f} min training in "
                           f"{result.get('train_segments', 1)} segment(s))", flush=True)

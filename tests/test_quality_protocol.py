@@ -49,6 +49,18 @@ def test_quality_protocol_tiny(tmp_path, capsys):
     quality.main(["run", "--methods", "stlu", "--seeds", "0", *common, "--override", *TINY])  # cached: skipped
     assert os.path.getmtime(tmp_path / "work" / "stlu_seed0" / "done.json") == mtime
 
+    # a training its time limit stops is left to resume, not evaluated; a probe (--evaluate_stopped) is evaluated
+    # and says where it stopped
+    timed = ["run", "--methods", "supervised", "--seeds", "0", "--tag", "_timed", *common]
+    capsys.readouterr()
+    quality.main([*timed, "--override", *TINY, "--max_train_seconds", "0.001"])  # over budget after iteration 1
+    timed_dir = tmp_path / "work" / "supervised_timed_seed0"
+    assert f"{timed_dir}: stopped by its time limit at iteration 1, not evaluated" in capsys.readouterr().out
+    assert not (timed_dir / "done.json").exists() and not (timed_dir / "test").exists()
+    quality.main([*timed, "--evaluate_stopped", "--override", *TINY, "--max_train_seconds", "0.001"])
+    assert json.loads((timed_dir / "done.json").read_text())["stopped_at_iteration"] == 2  # resumed at 1, stopped at 2
+    assert "at iteration 1." in (timed_dir / "train.log").read_text()  # "resumed from ... at iteration 1."
+
     # an ablation switch and the label-ratio sweep are runs of their own, tagged
     quality.main(["run", "--methods", "stlu", "--seeds", "0", "--tag", "_decoder", *common, "--override", *TINY,
                   "--dropout_placement", "decoder"])
@@ -85,7 +97,7 @@ def test_quality_protocol_tiny(tmp_path, capsys):
 
     quality.main(["report", *common])
     summary = (tmp_path / "res" / "summary.md").read_text()
-    for name in ("supervised", "stlu", "stlu_decoder", "supervised_l2", "supervised_l3"):
+    for name in ("supervised", "stlu", "stlu_decoder", "supervised_l2", "supervised_l3", "supervised_timed"):
         assert f"| {name} | 1 |" in summary
     # variants are compared on what model selection saw: the best validation Dice, from the run's own log
     stlu_row = next(line for line in summary.splitlines() if line.startswith("| stlu | "))
@@ -94,7 +106,7 @@ def test_quality_protocol_tiny(tmp_path, capsys):
     assert logged and float(stlu_row.split("|")[-2]) == pytest.approx(100 * max(logged), abs=0.006)
     with open(tmp_path / "res" / "per_case.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 5 * 2 and {r["case"] for r in rows} == set(test_list.read_text().split())
+    assert len(rows) == 6 * 2 and {r["case"] for r in rows} == set(test_list.read_text().split())
     for png in ("learning_curves.png", "overlay.png", "label_sweep.png"):
         assert (tmp_path / "res" / png).stat().st_size > 10_000
     assert (REPO_ROOT / "bundles" / "stlu_la" / "configs" / "gpu_protocol.json").is_file()
