@@ -95,15 +95,19 @@ def _counting_run(folder, stop_at: int | None, seen: list[int]):
 
 @pytest.mark.parametrize("stop_at", [7, 10, 13])  # mid-epoch, at an epoch's last iteration, in the next epoch
 def test_a_terminated_run_resumes_at_the_iteration_it_stopped(tmp_path, stop_at):
+    import os
+
     import torch
+
+    from monai_stlu.handlers import latest_checkpoint
 
     first: list[int] = []
     engine, net = _counting_run(tmp_path, stop_at, first)
     assert first == list(range(1, stop_at + 1)) and engine.state.iteration == stop_at
-    newest = max(tmp_path.glob("checkpoint_epoch=*.pt"), key=lambda p: int(p.stem.split("=")[1]))
+    newest = latest_checkpoint(str(tmp_path))  # the file the resumer picks
     saved = torch.load(newest, weights_only=True)
     assert saved["trainer"]["iteration"] == stop_at and saved["network"]["weight"].item() == stop_at
-    assert newest.name == f"checkpoint_epoch={(stop_at + 9) // 10}.pt"  # named for the epoch it stopped in
+    assert os.path.basename(newest) == f"checkpoint_epoch={(stop_at + 9) // 10}.pt"  # named for its epoch
 
     second: list[int] = []
     engine, net = _counting_run(tmp_path, None, second)

@@ -25,8 +25,8 @@ class TimeLimitHandler:
     """After any iteration that ends more than ``max_seconds`` after the run started, terminate the engine: the
     run ends as a finished one (its final checkpoint written, ``model.pt`` the best validated model so far), and
     the same command resumes it later at the iteration where it stopped (an
-    :py:class:`~monai_stlu.handlers.AtomicCheckpointSaver` saves the periodic checkpoint on termination). The clock starts when the run starts (``Events.STARTED``), so the set-up
-    before it (caching) does not count. Under ``torchrun`` the ranks stop together, after the first iteration at
+    :py:class:`~monai_stlu.handlers.AtomicCheckpointSaver` saves the periodic checkpoint on termination). The clock
+    starts when the run starts (``Events.STARTED``), so the set-up before it (caching) does not count. Under ``torchrun`` the ranks stop together, after the first iteration at
     which any rank's clock is past the budget (:py:func:`monai_stlu.utils.distributed.any_rank`, one all-reduce of
     one value per iteration while a budget is set).
 
