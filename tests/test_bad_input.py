@@ -102,6 +102,7 @@ def test_volumes_smaller_than_the_patch_are_padded(synth, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.long  # the quick suite: `check` refuses a 4-D file, inference refuses NaN and a truncated model
 def test_inference_refuses_a_4d_file_and_a_non_image(tmp_path):
     from monai_stlu.networks import STLUNet
 

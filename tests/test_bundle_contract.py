@@ -63,6 +63,7 @@ def test_methods_one_after_another_keep_their_own_models(synth, tmp_path):
     assert torch.jit.load(str(ts))(torch.randn(1, 1, 32, 32, 32)).shape == (1, 2, 32, 32, 32)
 
 
+@pytest.mark.long  # the quick suite keeps the evaluation-side refusal (next test): one bundle run fewer than four
 def test_a_checkpoint_that_does_not_fit_is_refused_in_one_sentence(synth, tmp_path):
     train(tmp_path, synth)
     proc = train(tmp_path, synth, extra=["--n_filters", "4"], check=False)
@@ -99,6 +100,7 @@ def test_missing_model_says_how_to_make_it(synth, tmp_path):
     assert f"{tmp_path}/models/model.pt: no trained model there" in proc.stdout + proc.stderr
 
 
+@pytest.mark.long
 def test_num_val_0_saves_the_final_network(synth, tmp_path):
     proc = train(tmp_path, synth, extra=["--num_val", "0"])
     log = proc.stdout + proc.stderr
@@ -140,6 +142,7 @@ def test_monai_check_properties(method, synth, tmp_path):
     assert "decollate" not in p["train"]["trainer"] and "postprocessing" not in p["train"]
 
 
+@pytest.mark.long
 def test_override_file_edits_a_handler_by_id(synth, tmp_path):
     """What MONAI Label and MONAI's bundle properties do: edit one handler of the list by its id."""
     override = tmp_path / "edit.json"

@@ -122,8 +122,10 @@ def test_method_trains_evaluates_exports(bundle, method, tmp_path):
      r"case image0003 listed in .*train.list is missing: .*Pancreas_h5/image0003_norm.h5"),
     ("stlu_brats", lambda root, args: args.extend(["--modalities", "['flair', 't2']"]),
      r"data/BraTS19_SYN_000_1.h5: has no dataset 'flair'.*--modalities flair,t2"),
-    ("stlu_brats", lambda root, args: _relabel(root / "data" / "BraTS19_SYN_004_1.h5", np.zeros((64, 64, 60), np.uint8)),
-     r"data/BraTS19_SYN_004_1.h5: shape mismatch"),
+    pytest.param("stlu_brats",
+                 lambda root, args: _relabel(root / "data" / "BraTS19_SYN_004_1.h5", np.zeros((64, 64, 60), np.uint8)),
+                 r"data/BraTS19_SYN_004_1.h5: shape mismatch",
+                 marks=pytest.mark.long),  # the shape check's quick test: test_data.py
 ])
 def test_bad_data_in_the_new_layouts_is_named_before_training(bundle, break_it, message, tmp_path):
     """A missing case, a sequence the files lack, an image/label shape mismatch: the error names the file and the

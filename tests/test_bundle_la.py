@@ -50,6 +50,7 @@ def test_training_writes_model_and_checkpoint(trained):
     assert "val_mean_dice" in trained["log"] and "sup:" in trained["log"]
 
 
+@pytest.mark.long  # the quick suite resumes a run in test_reliability.py (after a kill while saving)
 def test_resume_continues_from_checkpoint(trained, tmp_path):
     root = tmp_path / "resume"
     shutil.copytree(trained["root"] / "models", root / "models")

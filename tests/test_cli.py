@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import nibabel as nib
@@ -49,28 +50,39 @@ def test_train_prints_its_bundle_call_and_refuses_unknown_methods(tmp_path):
     assert "Train one method of a bundle" in cli("train", "--help").stdout + cli("train", "--help").stderr
 
 
-def test_train_predict_evaluate(tmp_path):
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """nnU-Net's workflow once per module: ``train`` a small supervised model, ``predict`` the test cases from their
+    layout folders, ``evaluate`` the predictions; the tests below read what each step wrote."""
+    tmp_path = tmp_path_factory.mktemp("cli")
     data = write_synthetic_la(str(tmp_path / "la"), num_train=6, num_test=2, shape=(48, 48, 40))
-    out = cli("train", "--method", "supervised", "--quick", "--dataset_dir", data, "--output", tmp_path / "run",
-              "--num_labeled", "2", "--num_val", "1", "--max_iterations", "2", "--val_interval", "2", "--plot_progress", "true",
-              "--output_subdir", "sup_a", *TRAIN_SMALL).stdout
-    model = tmp_path / "run" / "models" / "sup_a" / "model.pt"  # the summary follows an output_subdir override
-    assert model.is_file() and f"model: {model}" in out and "best validation Dice: " in out, out[-2000:]
+    trained = cli("train", "--method", "supervised", "--quick", "--dataset_dir", data, "--output", tmp_path / "run",
+                  "--num_labeled", "2", "--num_val", "1", "--max_iterations", "2", "--val_interval", "2",
+                  "--plot_progress", "true", "--output_subdir", "sup_a", *TRAIN_SMALL).stdout
     cases = (Path(data) / "test.list").read_text().split()
     inputs = tmp_path / "inputs"
     for case in cases:  # the test cases' h5 files, in their layout folders
         shutil.copytree(Path(data) / "2018LA_Seg_Training Set" / case, inputs / case)
     # the model file records its network (supervised's VNet, 4 filters, 32^3 windows): no training flags needed
+    model = tmp_path / "run" / "models" / "sup_a" / "model.pt"  # the summary follows an output_subdir override
     predicted = cli("predict", "-i", inputs, "-o", tmp_path / "pred", "--model", model, "--eval_stride", "[16,16,16]",
-                    "--progress", "false", "--amp", "false")
-    assert "--n_filters 4" in predicted.stdout and "methods/supervised.json" in predicted.stdout
+                    "--progress", "false", "--amp", "false").stdout
+    scored = cli("evaluate", "-p", tmp_path / "pred", "-l", data, "-o", tmp_path / "scores").stdout
+    return SimpleNamespace(tmp=tmp_path, data=data, cases=cases, model=model, run_dir=tmp_path / "run" / "eval" / "sup_a",
+                           trained=trained, predicted=predicted, scored=scored)
+
+
+def test_train_predict_evaluate(cli_run):
+    tmp_path, data, cases, model = cli_run.tmp, cli_run.data, cli_run.cases, cli_run.model
+    assert model.is_file() and f"model: {model}" in cli_run.trained, cli_run.trained[-2000:]
+    assert "best validation Dice: " in cli_run.trained
+    assert "--n_filters 4" in cli_run.predicted and "methods/supervised.json" in cli_run.predicted
     preds = sorted((tmp_path / "pred").rglob("*_seg.nii.gz"))
     assert len(preds) == len(cases)
-    assert predicted.stdout.splitlines()[-1] == f"segmentations: {len(cases)} in {tmp_path / 'pred'}"
-    scored = cli("evaluate", "-p", tmp_path / "pred", "-l", data, "-o", tmp_path / "scores").stdout
-    assert "class 1 dice:" in scored
-    assert scored.splitlines()[-1] == (f"metrics: {tmp_path / 'scores' / 'metrics.csv'} and "
-                                       f"{tmp_path / 'scores' / 'metrics_summary.csv'} ({len(cases)} cases)")
+    assert cli_run.predicted.splitlines()[-1] == f"segmentations: {len(cases)} in {tmp_path / 'pred'}"
+    assert "class 1 dice:" in cli_run.scored
+    assert cli_run.scored.splitlines()[-1] == (f"metrics: {tmp_path / 'scores' / 'metrics.csv'} and "
+                                               f"{tmp_path / 'scores' / 'metrics_summary.csv'} ({len(cases)} cases)")
     with open(tmp_path / "scores" / "metrics.csv") as f:
         rows = {r["case"]: float(r["dice"]) for r in csv.DictReader(f)}
     assert sorted(rows) == sorted(cases)
@@ -84,21 +96,27 @@ def test_train_predict_evaluate(tmp_path):
     # per-case chart of an evaluation written into it
     from monai_stlu.utils import read_scalars
 
-    run_dir = tmp_path / "run" / "eval" / "sup_a"
-    assert (run_dir / "progress.png").read_bytes()[:4] == b"\x89PNG"  # redrawn during training
-    scalars = read_scalars(str(run_dir))
+    assert (cli_run.run_dir / "progress.png").read_bytes()[:4] == b"\x89PNG"  # redrawn during training
+    scalars = read_scalars(str(cli_run.run_dir))
     assert [s for s, _ in scalars["lr"]] == [1, 2] and all(v > 0 for _, v in scalars["lr"])
     assert [s for s, _ in scalars["val_mean_dice"]] == [2]  # at the iteration it was measured, as the losses
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     images = set()
-    for events in run_dir.glob("runs/events.*"):
+    for events in cli_run.run_dir.glob("runs/events.*"):
         acc = EventAccumulator(str(events))
         acc.Reload()
         images |= set(acc.Tags()["images"])
     assert len(images) >= 3, images  # the validation overlay: image, label and prediction
     assert (tmp_path / "scores" / "per_case_dice.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # evaluate draws it
-    cli("plot", run_dir, "-o", tmp_path / "pics", "--metrics", tmp_path / "scores" / "metrics.csv")
+    missing = cli("evaluate", "-p", tmp_path / "pred", "-l", tmp_path / "inputs" / cases[0], check=False)
+    assert missing.returncode != 0 and "no label for the predictions" in missing.stderr + missing.stdout
+
+
+@pytest.mark.long  # four more commands; the bundle's own export parity is in the quick suite (test_bundle_la.py)
+def test_plot_and_export_the_trained_run(cli_run):
+    tmp_path, model = cli_run.tmp, cli_run.model
+    cli("plot", cli_run.run_dir, "-o", tmp_path / "pics", "--metrics", tmp_path / "scores" / "metrics.csv")
     for name in ("progress.png", "per_case_dice.png"):
         assert (tmp_path / "pics" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     cli("plot", tmp_path / "scores", "-o", tmp_path / "pics2")  # the folder evaluate wrote: no events, a chart
@@ -119,8 +137,6 @@ def test_train_predict_evaluate(tmp_path):
     cli("export", "--model", model, "-o", tmp_path / "m.onnx")
     session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], expected, atol=1e-4)
-    missing = cli("evaluate", "-p", tmp_path / "pred", "-l", tmp_path / "inputs" / cases[0], check=False)
-    assert missing.returncode != 0 and "no label for the predictions" in missing.stderr + missing.stdout
 
 
 def test_console_script():

@@ -81,6 +81,7 @@ def _brats_case(folder, name, rng, modalities=("flair", "t2")):
     nib.save(nib.Nifti1Image(seg.astype(np.uint8), affine), str(case / f"{name}_seg.nii.gz"))
 
 
+@pytest.mark.long  # the quick suite keeps the LA raw scan (test_raw_intensity.py)
 def test_brats_raw_scan_gets_the_prediction_of_its_converted_h5(tmp_path):
     """One network (random, no checkpoint) run on a raw FLAIR and on the h5 the converter made of it: the
     prediction written on the raw grid, moved as the converter moves the image (transpose, brain box), equals

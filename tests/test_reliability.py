@@ -333,6 +333,7 @@ def test_convert_nifti_and_check_refuse_4d_and_blank_images(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.long  # torchrun: with the other multi-process tests
 def test_under_torchrun_and_with_a_broken_override_file_the_sentence_is_last(synth, tmp_path):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.run([sys.executable, "-m", "monai_stlu", "train", "--quick", "--nproc_per_node", "2",

@@ -76,6 +76,7 @@ def test_release_is_self_contained_and_declares_what_it_needs(release):
     assert (release / "ci" / "unit_tests" / "test_stlu_la.py").read_text().count('BUNDLE = "stlu_la"') == 1
 
 
+@pytest.mark.long
 def test_release_refuses_to_overwrite_unless_asked(release):
     proc = console("release_bundle", "stlu_la", "-o", str(release), cwd=release)
     assert proc.returncode == 1
