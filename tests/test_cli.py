@@ -35,6 +35,24 @@ def cli(*args, check=True) -> subprocess.CompletedProcess:
     return proc
 
 
+def test_the_command_list_answers_without_importing_monai():
+    """``monai_stlu --help`` (and no command, and a mistyped one) lists every command and the ``convert`` group without
+    importing MONAI, torch or ITK: a first look at the tool costs no 10 s of imports."""
+    script = ("import sys\nfrom monai_stlu.cli import main\nsys.argv = ['monai_stlu', *sys.argv[1:]]\n"
+              "try:\n    main()\nexcept SystemExit:\n    pass\n"
+              "print('imported:', sorted(m for m in ('monai', 'torch', 'itk') if m in sys.modules))")
+    for args in (["--help"], [], ["nope"]):
+        proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120,
+                              check=False)
+        out = proc.stdout + proc.stderr
+        assert "imported: []" in proc.stdout.splitlines(), (args, out[-2000:])
+        for name in ("convert", "synth", "check", "train", "predict", "export", "evaluate", "plot"):
+            assert name in out, (args, name)
+    # the group itself still lists and documents its converters
+    listed = cli("convert", "--help")
+    assert all(f"     {k}\n" in listed.stdout + listed.stderr for k in ("la", "pancreas", "brats", "nifti"))
+
+
 def test_train_prints_its_bundle_call_and_refuses_unknown_methods(tmp_path):
     out = cli("train", "--bundle", "stlu_brats", "--method", "cps", "--num_labeled", "50", "--dataset_dir", tmp_path,
               "--max_iterations", "300", "--dry_run").stdout
