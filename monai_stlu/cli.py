@@ -307,10 +307,10 @@ def _model_settings(
     model: str | None, configs: str, method: str | None, overrides: dict[str, Any]
 ) -> tuple[str, list[str], dict[str, Any]]:
     """The method and the ``--key value`` settings that rebuild the network of a model file from the record it
-    carries (:py:mod:`monai_stlu.handlers.model_record`): the method whose override file builds the recorded method,
+    carries (:py:mod:`monai_stlu.utils.model_record`): the method whose override file builds the recorded method,
     and each recorded setting that the bundle's inference config holds as a plain value and the user did not give
     (and the record itself)."""
-    from monai_stlu.handlers.model_record import read_model_record, record_overrides
+    from monai_stlu.utils.model_record import read_model_record, record_overrides
     from monai_stlu.utils.settings_check import top_level_values
 
     if model is not None and not os.path.isfile(model):

@@ -35,15 +35,20 @@ def cli(*args, check=True) -> subprocess.CompletedProcess:
     return proc
 
 
+def cli_importing(args, modules) -> subprocess.CompletedProcess:
+    """``monai_stlu ARGS`` in a fresh interpreter that prints, last, which of ``modules`` the command imported."""
+    script = ("import sys\nfrom monai_stlu.cli import main\nsys.argv = ['monai_stlu', *sys.argv[1:]]\n"
+              "try:\n    main()\nexcept SystemExit:\n    pass\n"
+              f"print('imported:', sorted(m for m in {tuple(modules)!r} if m in sys.modules))")
+    return subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True, timeout=300,
+                          check=False)
+
+
 def test_the_command_list_answers_without_importing_monai():
     """``monai_stlu --help`` (and no command, and a mistyped one) lists every command and the ``convert`` group without
     importing MONAI, torch or ITK: a first look at the tool costs no 10 s of imports."""
-    script = ("import sys\nfrom monai_stlu.cli import main\nsys.argv = ['monai_stlu', *sys.argv[1:]]\n"
-              "try:\n    main()\nexcept SystemExit:\n    pass\n"
-              "print('imported:', sorted(m for m in ('monai', 'torch', 'itk') if m in sys.modules))")
     for args in (["--help"], [], ["nope"]):
-        proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120,
-                              check=False)
+        proc = cli_importing(args, ("monai", "torch", "itk"))
         out = proc.stdout + proc.stderr
         assert "imported: []" in proc.stdout.splitlines(), (args, out[-2000:])
         for name in ("convert", "synth", "check", "train", "predict", "export", "evaluate", "plot"):
@@ -51,6 +56,28 @@ def test_the_command_list_answers_without_importing_monai():
     # the group itself still lists and documents its converters
     listed = cli("convert", "--help")
     assert all(f"     {k}\n" in listed.stdout + listed.stderr for k in ("la", "pancreas", "brats", "nifti"))
+
+
+def test_predict_and_export_dry_runs_read_the_model_record_without_importing_monai(tmp_path):
+    """``predict``/``export --dry_run`` rebuild the network's settings from the model file's record (the method's
+    override file, its filters and patch) and answer after importing torch alone, not MONAI's 10 s of imports. The
+    model file is written from a plain ``dict``, which cannot carry metadata itself."""
+    import torch
+
+    from monai_stlu.utils import attach_model_record, read_model_record
+
+    record = {"method": "MeanTeacherMethod", "settings": {"n_filters": 8, "patch_size": [64, 64, 48]}}
+    torch.save(attach_model_record({"w": torch.zeros(2)}, record), tmp_path / "model.pt")
+    assert read_model_record(str(tmp_path / "model.pt")) == record
+    (tmp_path / "case.h5").write_bytes(b"")
+    for args in (["predict", "-i", tmp_path / "case.h5", "-o", tmp_path / "out"], ["export", "-o", tmp_path / "m.ts"]):
+        proc = cli_importing([*args, "--model", tmp_path / "model.pt", "--dry_run"], ("monai", "ignite", "itk"))
+        out = proc.stdout + proc.stderr
+        assert "imported: []" in proc.stdout.splitlines(), (args, out[-2000:])
+        argv = shlex.split(proc.stdout.replace("\\\n", " "))
+        configs = ast.literal_eval(argv[argv.index("--config_file") + 1])
+        assert configs[-1].endswith("methods/mean_teacher.json"), (args, configs)
+        assert argv[argv.index("--n_filters") + 1] == "8" and argv[argv.index("--patch_size") + 1] == "[64, 64, 48]"
 
 
 def test_train_prints_its_bundle_call_and_refuses_unknown_methods(tmp_path):

@@ -374,9 +374,9 @@ def test_a_model_file_records_its_network_and_a_mismatch_names_the_settings(tmp_
         AtomicCheckpointSaver,
         CheckpointMismatchError,
         ModelCheckpointLoader,
-        read_model_record,
     )
     from monai_stlu.networks import STLUNet
+    from monai_stlu.utils import read_model_record
 
     trained = STLUNet(n_filters=4)
     record = {"bundle": "stlu_la", "method": "STLUMethod", "settings": {"n_filters": 4, "patch_size": [32, 32, 32]}}

@@ -102,7 +102,7 @@ def _set_backbone(config: dict, backbone: str) -> bool:
 
 def _release_backbone(backbone: str | None, weights: str | None) -> str | None:
     """The backbone a release is built with: the one asked for, else the weights' recorded one (None: as it is)."""
-    from monai_stlu.handlers.model_record import read_model_record
+    from monai_stlu.utils.model_record import read_model_record
     from monai_stlu.networks.nets.backbones import check_backbone
 
     recorded = (read_model_record(weights).get("settings") or {}).get("backbone") if weights else None

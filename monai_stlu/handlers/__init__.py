@@ -20,5 +20,4 @@ from .iteration_lr_handler import IterationLrHandler
 from .pseudo_label_quality_handler import PseudoLabelQualityHandler
 from .progress_plot_handler import ProgressPlotHandler
 from .tracking_params_handler import TrackingParamsHandler
-from .model_record import RECORD_KEY, attach_model_record, model_record_of, read_model_record, record_overrides
 from .time_limit_handler import TimeLimitHandler

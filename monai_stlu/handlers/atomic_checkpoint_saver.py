@@ -17,7 +17,7 @@ from typing import Any
 from monai.handlers import CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_stlu.handlers.model_record import attach_model_record
+from monai_stlu.utils.model_record import attach_model_record
 from monai_stlu.utils.best_metric import best_metric_state, restore_best_metric
 
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")

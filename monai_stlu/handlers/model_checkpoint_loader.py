@@ -11,7 +11,7 @@ from monai.handlers import CheckpointLoader
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_stlu.handlers.checkpoint_fit import MODEL_WAYS_OUT, check_checkpoint_fits
-from monai_stlu.handlers.model_record import model_record_of, record_overrides
+from monai_stlu.utils.model_record import model_record_of, record_overrides
 
 Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 

@@ -18,6 +18,7 @@ _EXPORTS = {
     "errors": ("explain", "install_error_hook", "is_command_line_run"),
     "run_lock": ("RunLock", "RunLockedError"),
     "settings_check": ("check_command_line_keys", "check_optional_packages", "check_settings", "top_level_values"),
+    "model_record": ("RECORD_KEY", "attach_model_record", "model_record_of", "read_model_record", "record_overrides"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

@@ -10,6 +10,7 @@ restores and ``load_state_dict`` ignores beyond its version numbers).
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,11 +27,13 @@ def _plain(value: Any) -> Any:
 
 
 def attach_model_record(state_dict: Mapping, record: Mapping[str, Any]) -> Mapping:
-    """Put ``record`` into ``state_dict``'s metadata (in place; returns it). A dict without metadata gets some."""
+    """Put ``record`` into ``state_dict``'s metadata and return the state dict: in place where it can carry metadata
+    (``Module.state_dict()``'s ``OrderedDict``), else as an ``OrderedDict`` copy (a plain ``dict`` takes no attribute).
+    """
     metadata = getattr(state_dict, "_metadata", None)
     if metadata is None:
-        from collections import OrderedDict
-
+        if not isinstance(state_dict, OrderedDict):
+            state_dict = OrderedDict(state_dict)
         metadata = OrderedDict()
         state_dict._metadata = metadata  # type: ignore[attr-defined]
     metadata[""] = {**metadata.get("", {}), RECORD_KEY: _plain(dict(record))}
