@@ -4,7 +4,7 @@
     # on the GPU machine (device tool, carry [".stage"]), from the repository root:
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .stage/wheels/*.whl && export PYTHONPATH=/tmp/site:.
     python3 benchmarks/device_check.py --out $OUT --stage .stage
-    # anywhere, in CI (CPU, tiny sizes, under two minutes):
+    # anywhere, in CI (CPU, tiny sizes: checks the command, not speed; two to four minutes):
     python benchmarks/device_check.py --out DIR --tiny
 
 Parts, each given a share of ``--budget_s`` (540 s: a 10-minute command with room to start) and each recorded even

@@ -22,7 +22,9 @@ def test_device_check_tiny_runs_every_part(tmp_path):
     out = tmp_path / "out"
     res = device_check.main(["--out", str(out), "--tiny", "--stage", str(tmp_path / "no_stage")])
     saved = json.loads((out / "device_check.json").read_text())
-    assert saved["total_s"] == res["total_s"] and res["total_s"] < 180
+    # the command's contract is its own budget (a 10-minute device call), not a wall-clock figure for this machine:
+    # a loaded CI runner took 223 s here, an idle one under 120 s (speed goals live in the benchmarks)
+    assert saved["total_s"] == res["total_s"] and 0 < res["total_s"] <= res["budget_s"] == 540.0
     assert res["cuda_tests"]["rc"] in (0, 5) and "cuda_tests.log" in os.listdir(out)  # skipped without a GPU
     assert {r["method"] for r in res["speed"]["methods"]} == {"supervised", "stlu"}
     timed = res["stlu_timed"]

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 
 import h5py
 import nibabel as nib
@@ -176,15 +175,15 @@ def test_a_bad_case_found_while_caching_exits_promptly(synth, tmp_path):
         label = f["label"][...]
         label[0, 0, 0] = 255
         f["label"][...] = label
-    start = time.time()
-    proc = run_bundle(*train_args(bad, tmp_path / "b", "--num_workers", "2"), check=False, timeout=120)
-    assert proc.returncode == 1 and time.time() - start < 60
+    # the old code hung for good here: the subprocess timeout (TimeoutExpired fails the test) is the bound, not a
+    # wall-clock figure that a loaded CI runner's 10 s of imports could cross
+    proc = run_bundle(*train_args(bad, tmp_path / "b", "--num_workers", "2"), check=False, timeout=180)
+    assert proc.returncode == 1
     assert last_line(proc) == f"{case_file(bad, 'SYNTH0001')}: label values [255] are outside the classes 0..1."
     assert not list((tmp_path / "b" / "models").glob("*.pt")) and not (tmp_path / "b" / "models" / ".run.lock").exists()
     # not cached: found in the training loader's thread, which would otherwise die and leave the trainer waiting
-    start = time.time()
-    proc = run_bundle(*train_args(bad, tmp_path / "c", "--cache_rate", "0.0"), check=False, timeout=120)
-    assert proc.returncode == 1 and time.time() - start < 60
+    proc = run_bundle(*train_args(bad, tmp_path / "c", "--cache_rate", "0.0"), check=False, timeout=180)
+    assert proc.returncode == 1
     assert last_line(proc).startswith("(in thread ") and last_line(proc).endswith(
         f") {case_file(bad, 'SYNTH0001')}: label values [255] are outside the classes 0..1.")
 
