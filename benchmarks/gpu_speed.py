@@ -47,14 +47,11 @@ KNOWN_PEAKS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 
 def device_facts(device: torch.device) -> dict:
-    facts = {"device": str(device), "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-             "python": platform.python_version()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            facts["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     import monai
+
+    from monai_stlu.utils import cpu_name
+
+    facts = {"device": str(device), "cpu": cpu_name(), "torch": torch.__version__, "python": platform.python_version()}
 
     facts["monai"] = monai.__version__
     if device.type == "cuda":

@@ -162,11 +162,45 @@ def best_validation(folder: str) -> float:
         return float(json.load(f).get("best_val_dice", "nan"))
 
 
-def record_segment(out: str, commit: str) -> list[str]:
-    """Append ``commit`` (the code this call runs, :py:func:`code_version`) and the time to ``segments.json`` in the
-    run folder; return the distinct commits of every call so far, in order (a run resumed from another work tree has
-    two). A run folder that already has a training log but no record was started by a ``quality.py`` that kept none:
-    its first entry says ``"unrecorded"``."""
+def training_precision(protocol: str, method: str, override: list[str]) -> str:
+    """The precision the bundle trains a run in on this machine: its ``amp`` and ``amp_dtype`` (the config files' last
+    literal values, then ``override``'s) resolved as the trainer resolves them (:py:func:`monai_stlu.utils.autocast_dtype`
+    on the bundle's device), e.g. ``"float32"`` for ``amp`` true on a CPU without native bf16."""
+    import torch
+
+    from monai_stlu.utils.fast_path import autocast_dtype
+
+    settings = {"amp": True, "amp_dtype": "auto"}
+    for path in config_paths(protocol, method):
+        with open(path) as f:
+            config = json.load(f)
+        settings.update({k: config[k] for k in settings if k in config and not str(config[k]).startswith(("@", "$", "%"))})
+    for key, value in zip(override, override[1:]):
+        if key.lstrip("-") in settings:
+            settings[key.lstrip("-")] = value
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = autocast_dtype(device, settings["amp_dtype"]) if str(settings["amp"]).lower() in ("true", "1") else None
+    return str(dtype or torch.float32).replace("torch.", "")
+
+
+def machine_facts(precision: str) -> dict:
+    """Where a training segment runs: the CPU's name (and GPU's), the threads, torch and the training precision."""
+    import torch
+
+    from monai_stlu.utils import cpu_name
+
+    facts = {"cpu": cpu_name()}
+    if torch.cuda.is_available():
+        facts["gpu"] = torch.cuda.get_device_name(0)
+    facts.update(threads=torch.get_num_threads(), torch=torch.__version__, precision=precision)
+    return facts
+
+
+def record_segment(out: str, commit: str, machine: dict | None = None) -> list[dict]:
+    """Append ``commit`` (the code this call runs, :py:func:`code_version`), the time and ``machine``
+    (:py:func:`machine_facts`) to ``segments.json`` in the run folder; return every segment so far, in order (a run
+    resumed from another work tree or on another machine has two). A run folder that already has a training log but
+    no record was started by a ``quality.py`` that kept none: its first entry says ``"unrecorded"``."""
     path = os.path.join(out, "segments.json")
     segments = []
     if os.path.isfile(path):
@@ -174,9 +208,14 @@ def record_segment(out: str, commit: str) -> list[str]:
             segments = json.load(f)
     elif os.path.isfile(os.path.join(out, "train.log")):
         segments.append({"commit": "unrecorded", "started": None})
-    segments.append({"commit": commit, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    segments.append({"commit": commit, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), **(machine or {})})
     write_json_atomic(path, segments)
-    return list(dict.fromkeys(s["commit"] for s in segments))
+    return segments
+
+
+def distinct(segments: list[dict], key: str) -> list:
+    """The distinct values of ``key`` over the segments that recorded it, in order."""
+    return list(dict.fromkeys(s[key] for s in segments if key in s))
 
 
 def run_one(opts: argparse.Namespace, method: str, seed: int) -> dict | None:
@@ -196,9 +235,13 @@ def run_one(opts: argparse.Namespace, method: str, seed: int) -> dict | None:
         "--seed", str(seed), "--ckpt_dir", os.path.join(out, "models"), "--bundle_root", os.path.join(CONFIGS, ".."),
         *(["--num_labeled", str(opts.num_labeled)] if opts.num_labeled is not None else []), *opts.override,
     ]
-    commits = record_segment(out, code_version())
+    segments = record_segment(out, code_version(), machine_facts(training_precision(opts.protocol, method, opts.override)))
+    commits, precisions = distinct(segments, "commit"), distinct(segments, "precision")
     if len(commits) > 1:
         print(f"note: {out} was trained by more than one version of the code: {', '.join(commits)}", flush=True)
+    if len(precisions) > 1:  # e.g. amp's bf16 on an AVX-512 BF16 machine, resumed on an AVX2 one in float32
+        print(f"note: {out} was trained in more than one precision: {', '.join(precisions)} (see its segments.json)",
+              flush=True)
     start = time.time()
     log_path = os.path.join(out, "train.log")
     logged = os.path.getsize(log_path) if os.path.isfile(log_path) else 0
@@ -215,7 +258,8 @@ def run_one(opts: argparse.Namespace, method: str, seed: int) -> dict | None:
     bundle(["run", "--config_file", config_files(opts.protocol, method, "evaluate.json"), *common,
             "--output_dir", os.path.join(out, "test")], os.path.join(out, "eval.log"))
     summary = {"method": method, "seed": seed, "protocol": opts.protocol, "num_labeled": opts.num_labeled,
-               "commit": commits[-1], "commits": commits,
+               "commit": commits[-1], "commits": commits, "precisions": precisions,
+               "cpus": distinct(segments, "cpu"),
                "train_minutes": (trained - start) / 60, "eval_minutes": (time.time() - trained) / 60, "override": opts.override,
                "test": mean_metrics(os.path.join(out, "test", "metrics.csv"))}
     if stopped:

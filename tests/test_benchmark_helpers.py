@@ -55,22 +55,49 @@ def test_training_minutes_sum_the_epochs_of_every_segment(tmp_path):
     assert training_minutes(str(tmp_path / "absent.log")) is None
 
 
-def test_record_segment_keeps_every_calls_commit(tmp_path):
-    """A protocol run resumed from another work tree names both versions of the code, in order, once each."""
+def test_record_segment_keeps_every_calls_commit_and_machine(tmp_path):
+    """A protocol run resumed from another work tree names both versions of the code, in order, once each; a segment
+    names the machine and precision it trained in, so a run resumed on a CPU without native bf16 (where ``amp``
+    trains in float32) says so."""
     import json
 
-    from benchmarks.quality import record_segment
+    from benchmarks.quality import distinct, record_segment
 
-    assert record_segment(str(tmp_path), "aaa1111") == ["aaa1111"]
-    assert record_segment(str(tmp_path), "aaa1111") == ["aaa1111"]
-    assert record_segment(str(tmp_path), "bbb2222+dirty") == ["aaa1111", "bbb2222+dirty"]
-    segments = json.loads((tmp_path / "segments.json").read_text())
+    record_segment(str(tmp_path), "aaa1111", {"cpu": "Xeon", "precision": "bfloat16"})
+    record_segment(str(tmp_path), "aaa1111", {"cpu": "Xeon", "precision": "bfloat16"})
+    segments = record_segment(str(tmp_path), "bbb2222+dirty", {"cpu": "EPYC", "precision": "float32"})
+    assert distinct(segments, "commit") == ["aaa1111", "bbb2222+dirty"]
+    assert distinct(segments, "precision") == ["bfloat16", "float32"] and distinct(segments, "cpu") == ["Xeon", "EPYC"]
+    assert json.loads((tmp_path / "segments.json").read_text()) == segments
     assert [s["commit"] for s in segments] == ["aaa1111", "aaa1111", "bbb2222+dirty"]
     assert all(len(s["started"]) == 19 for s in segments) and not list(tmp_path.glob("*.partial"))
     older = tmp_path / "older"  # a run begun by a quality.py without segments.json, resumed by this one
     older.mkdir()
     (older / "train.log").write_text("epoch 1\n")
-    assert record_segment(str(older), "ccc3333") == ["unrecorded", "ccc3333"]
+    segments = record_segment(str(older), "ccc3333")
+    assert distinct(segments, "commit") == ["unrecorded", "ccc3333"] and distinct(segments, "precision") == []
+
+
+def test_training_precision_is_the_trainers_own():
+    """The precision a protocol run records is the one the bundle resolves from the same configs and overrides (its
+    parsed ``amp``/``amp_dtype``, the trainer's ``autocast_dtype``): float32 for amp on a CPU without native bf16."""
+    from monai.bundle import ConfigParser
+
+    from benchmarks.quality import config_paths, machine_facts, training_precision
+    from monai_stlu.utils import cpu_supports_bf16
+
+    expected = {(): "bfloat16" if cpu_supports_bf16() else "float32", ("--amp", "false"): "float32",
+                ("--amp_dtype", "bf16"): "bfloat16", ("--amp", "false", "--amp_dtype", "bf16"): "float32",
+                ("--amp_dtype", "float32"): "float32"}
+    for override, precision in expected.items():
+        parser = ConfigParser()
+        parser.read_config(config_paths("cpu", "mean_teacher"))
+        parser.update({k.lstrip("-"): v for k, v in zip(override[::2], override[1::2])})
+        parsed = {k: str(parser.get_parsed_content(k)).lower() for k in ("amp", "amp_dtype")}
+        assert parsed["amp"] == ("false" if "false" in override else "true"), (override, parsed)
+        assert training_precision("cpu", "mean_teacher", list(override)) == precision, override
+    facts = machine_facts("float32")
+    assert facts["precision"] == "float32" and facts["threads"] == torch.get_num_threads() and facts["cpu"]
 
 
 def test_report_figures_tell_every_run_apart(tmp_path):

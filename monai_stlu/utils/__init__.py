@@ -6,8 +6,8 @@ from typing import Any
 # names re-exported from the submodules, loaded on first use: the command line's --help and the error hook need
 # none of torch or MONAI, which the heavier helpers import
 _EXPORTS = {
-    "fast_path": ("argmax", "as_plain_tensor", "at_least_float32", "autocast", "autocast_dtype", "cpu_supports_bf16",
-                  "to_channels_last"),
+    "fast_path": ("argmax", "as_plain_tensor", "at_least_float32", "autocast", "autocast_dtype", "cpu_name",
+                  "cpu_supports_bf16", "to_channels_last"),
     "ramps": ("ramp_value", "sigmoid_rampup"),
     "bundle": ("bundle_root", "source_commit"),
     "flags": ("as_bool",),
