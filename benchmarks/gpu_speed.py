@@ -51,9 +51,8 @@ def device_facts(device: torch.device) -> dict:
 
     from monai_stlu.utils import cpu_name
 
-    facts = {"device": str(device), "cpu": cpu_name(), "torch": torch.__version__, "python": platform.python_version()}
-
-    facts["monai"] = monai.__version__
+    facts = {"device": str(device), "cpu": cpu_name(), "torch": torch.__version__, "python": platform.python_version(),
+             "monai": monai.__version__}
     if device.type == "cuda":
         facts["gpu"] = torch.cuda.get_device_name(device)
         facts["cuda"] = torch.version.cuda

@@ -168,7 +168,7 @@ def training_precision(protocol: str, method: str, override: list[str]) -> str:
     on the bundle's device), e.g. ``"float32"`` for ``amp`` true on a CPU without native bf16."""
     import torch
 
-    from monai_stlu.utils.fast_path import autocast_dtype
+    from monai_stlu.utils import as_bool, autocast_dtype
 
     settings = {"amp": True, "amp_dtype": "auto"}
     for path in config_paths(protocol, method):
@@ -179,7 +179,7 @@ def training_precision(protocol: str, method: str, override: list[str]) -> str:
         if key.lstrip("-") in settings:
             settings[key.lstrip("-")] = value
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = autocast_dtype(device, settings["amp_dtype"]) if str(settings["amp"]).lower() in ("true", "1") else None
+    dtype = autocast_dtype(device, settings["amp_dtype"]) if as_bool(settings["amp"]) else None  # the trainer's reading
     return str(dtype or torch.float32).replace("torch.", "")
 
 
