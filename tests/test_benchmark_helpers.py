@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -98,6 +100,23 @@ def test_training_precision_is_the_trainers_own():
         assert training_precision("cpu", "mean_teacher", list(override)) == precision, override
     facts = machine_facts("float32")
     assert facts["precision"] == "float32" and facts["threads"] == torch.get_num_threads() and facts["cpu"]
+
+
+def test_cpu_name_tells_cpu_generations_apart():
+    """Two machines this project ran on both call themselves ``AMD EPYC``: one AVX2-only, one with AVX-512 BF16, at
+    speeds 2-4x apart. The name next to a speed figure carries the model name from ``/proc/cpuinfo``, the family and
+    model numbers, the instruction set torch dispatches to and whether bf16 is native, each read independently here."""
+    from monai_stlu.utils import cpu_name, cpu_supports_bf16
+
+    name = cpu_name()
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert capability in name and name.endswith(("with native bf16)" if cpu_supports_bf16() else f"{capability})"))
+    if os.path.isfile("/proc/cpuinfo"):
+        block = open("/proc/cpuinfo").read().split("\n\n")[0]
+        info = dict((k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in block.splitlines()))
+        assert name.startswith(info.get("model name", "")), name
+        if "cpu family" in info:
+            assert f"family {info['cpu family']} model {info['model']}" in name, name
 
 
 def test_report_figures_tell_every_run_apart(tmp_path):

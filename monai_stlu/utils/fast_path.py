@@ -18,12 +18,25 @@ __all__ = [
 
 
 def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; else what :py:mod:`platform` knows), to name next to speed figures."""
+    """The CPU to name next to speed figures: its model name and, since one name covers CPUs of several generations
+    (``AMD EPYC`` is an AVX2-only core on one machine and an AVX-512 BF16 core on another), its family and model
+    numbers, the vector instruction set torch dispatches to and whether bf16 runs natively (``/proc/cpuinfo``; else
+    what :py:mod:`platform` knows). For example ``AMD EPYC (family 26 model 2, AVX512 with native bf16)``."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+            for line in f:
+                key, _, value = line.partition(":")
+                if not key.strip() and fields:
+                    break  # the first processor's block is enough
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    details = [f"family {fields['cpu family']} model {fields['model']}"] if "cpu family" in fields else []
+    capability = torch.backends.cpu.get_cpu_capability()
+    details.append(capability + (" with native bf16" if cpu_supports_bf16() else ""))
+    return f"{name} ({', '.join(details)})"
 
 
 @functools.lru_cache(maxsize=1)
