@@ -93,6 +93,8 @@ def test_inf_in_image_is_named():
 
 
 @pytest.mark.slow
+@pytest.mark.long  # the quick suite trains, validates and resumes on such volumes in test_reliability.py (48x48x32
+# cases, the same crops and windows)
 def test_volumes_smaller_than_the_patch_are_padded(synth, tmp_path):
     """48x48x32 volumes with 64x64x48 crops and windows: padded, trained, validated."""
     run_bundle("run", "training", "--config_file", config_list("stlu_la", "train.json", "quick.json"),

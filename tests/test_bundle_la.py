@@ -138,6 +138,9 @@ def test_verify_metadata_and_net_in_out():
     schema = REPO_ROOT.parent / "shared" / "schemas" / "meta_schema_20240725.json"
     if not schema.is_file():
         shared_la_dir()  # skips (or fails under CI) with the shared-folder message
-    run_bundle("verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"), "--filepath", str(schema))
-    run_bundle("verify_net_in_out", "network_def", "--meta_file", str(CONFIGS / "metadata.json"),
-               "--config_file", str(CONFIGS / "inference.json"))
+    # MONAI's own functions, which its command line calls, in this process (two commands' imports saved): each raises
+    # on a failed check
+    from monai.bundle import verify_metadata, verify_net_in_out
+
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(schema))
+    verify_net_in_out("network_def", meta_file=str(CONFIGS / "metadata.json"), config_file=str(CONFIGS / "inference.json"))

@@ -32,6 +32,8 @@ def test_bundle_root_from_config_path():
 
 
 @pytest.mark.slow
+@pytest.mark.long  # the quick suite runs the same command (train.json + quick.json) in test_bundle_la.py's fixture,
+# and where the outputs go without --bundle_root in test_bundle_root_from_config_path
 def test_demo_on_synthetic_data_from_another_cwd(tmp_path):
     """The README demo, run from outside the repository: outputs land in the bundle's own folders."""
     from monai_stlu.data import write_synthetic_la

@@ -193,11 +193,15 @@ def test_console_script():
 def test_synth_then_check(tmp_path):
     out = cli("synth", tmp_path / "la", "--num_train", "6", "--num_test", "2", "--shape", "[32,32,24]").stdout
     assert "wrote 6 training and 2 test cases in the stlu_la layout" in out
-    cli("synth", tmp_path / "brats", "--num_train", "3", "--num_test", "1", "--shape", "[16,16,16]", "--bundle", "stlu_brats")
-    assert sorted(p.name for p in (tmp_path / "brats").iterdir()) == ["data", "test.txt", "train.txt", "val.txt"]
     checked = cli("check", tmp_path / "la", "--num_labeled", "2", "--num_val", "1").stdout
     assert "labeled: 2 of 2 cases OK" in checked and "test: 2 of 2 cases OK" in checked
     broken = next((tmp_path / "la").rglob("*.h5"))
     broken.write_bytes(b"not an h5 file")
     bad = cli("check", tmp_path / "la", "--num_labeled", "2", "--num_val", "1", check=False)
     assert bad.returncode != 0 and str(broken) in bad.stdout + bad.stderr
+
+
+@pytest.mark.long  # the BraTS layout itself is written and trained on in the quick suite (test_bundle_datasets.py)
+def test_synth_writes_another_bundles_layout(tmp_path):
+    cli("synth", tmp_path / "brats", "--num_train", "3", "--num_test", "1", "--shape", "[16,16,16]", "--bundle", "stlu_brats")
+    assert sorted(p.name for p in (tmp_path / "brats").iterdir()) == ["data", "test.txt", "train.txt", "val.txt"]

@@ -108,6 +108,7 @@ def test_inductor_compiled_training_equals_eager(method):
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a benchmark's check, with the protocol checks; compiled training itself: the quick tests above
 def test_speed_benchmark_times_the_compiled_trainer_against_the_eager_bare_step(tmp_path):
     import json
 

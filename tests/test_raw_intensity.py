@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import h5py
 import nibabel as nib
 import numpy as np
@@ -39,23 +41,25 @@ def test_raw_nifti_gets_the_prediction_of_its_preprocessed_h5(tmp_path):
     h5_path = next((tmp_path / "data").rglob("*.h5"))
     with h5py.File(h5_path) as f:
         image = f["image"][...]
-    raw_dir = tmp_path / "raw"
-    raw_dir.mkdir()
+    # the three forms of the scan side by side in one input folder, predicted in one run: the h5 file in its layout
+    # folder, the NIfTI file, and the NRRD file in its own folder as the LA 2018 release has it
+    source = tmp_path / "inputs"
+    shutil.copytree(h5_path.parent, source / "h5case")
     affine = np.diag([0.625, 0.625, 0.625, 1.0])
-    nib.save(nib.Nifti1Image((image * 150.0 + 600.0).astype(np.float32), affine), str(raw_dir / "scan.nii.gz"))
+    nib.save(nib.Nifti1Image((image * 150.0 + 600.0).astype(np.float32), affine), str(source / "scan.nii.gz"))
     import itk  # the LA 2018 release's format: NRRD (lgemri.nrrd), read through ITK
 
     nrrd = itk.image_from_array(np.ascontiguousarray((image * 150.0 + 600.0).astype(np.float32).transpose(2, 1, 0)))
     nrrd.SetSpacing([0.625] * 3)
-    (tmp_path / "nrrd").mkdir()
-    itk.imwrite(nrrd, str(tmp_path / "nrrd" / "lgemri.nrrd"))
+    (source / "nrrdcase").mkdir()
+    itk.imwrite(nrrd, str(source / "nrrdcase" / "lgemri.nrrd"))
     common = ["--bundle_root", str(tmp_path), "--load_pretrain", "false", "--n_filters", "4", "--progress", "false",
               "--patch_size", "[32, 32, 32]", "--eval_stride", "[16, 16, 16]", "--amp", "false"]
-    preds = []
-    for name, source in (("h5", str(h5_path.parent)), ("raw", str(raw_dir)), ("nrrd", str(tmp_path / "nrrd"))):
-        run_bundle("run", "--config_file", config_list("stlu_la", "inference.json"), *common, "--input_dir", source,
-                   "--output_dir", str(tmp_path / name))
-        preds.append(np.asanyarray(nib.load(str(next((tmp_path / name).rglob("*_seg.nii.gz")))).dataobj))
+    run_bundle("run", "--config_file", config_list("stlu_la", "inference.json"), *common, "--input_dir", str(source),
+               "--output_dir", str(tmp_path / "pred"))
+    outputs = ["h5case/mri_norm2_seg.nii.gz", "scan_seg.nii.gz", "nrrdcase/lgemri_seg.nii.gz"]  # the inputs' folders
+    assert sorted(str(p.relative_to(tmp_path / "pred")) for p in (tmp_path / "pred").rglob("*.nii.gz")) == sorted(outputs)
+    preds = [np.asanyarray(nib.load(str(tmp_path / "pred" / name)).dataobj) for name in outputs]
     assert preds[0].shape == preds[1].shape == preds[2].shape == image.shape
     assert 0 < preds[0].sum() < preds[0].size  # a random network still marks some voxels, not all
     assert (preds[0] != preds[1]).mean() < 1e-3 and (preds[0] != preds[2]).mean() < 1e-3

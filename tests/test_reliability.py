@@ -188,17 +188,38 @@ def test_a_bad_case_found_while_caching_exits_promptly(synth, tmp_path):
         f") {case_file(bad, 'SYNTH0001')}: label values [255] are outside the classes 0..1.")
 
 
+def refused_in_one_sentence(cases, tmp_path, missing=None):
+    """Run each (bundle arguments, expected last line) at once; each must end with that sentence and status 1, before
+    any case is cached, trained or written. ``missing``: arguments naming a config file that does not exist (MONAI
+    reads the files before monai_stlu is imported, so its own message ends the output: documented; monai_stlu train
+    --config checks the files first)."""
+    runs = [a for a, _ in cases] + ([missing] if missing else [])
+    procs = [subprocess.Popen([sys.executable, "-m", "monai.bundle", *args], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+             for args in runs]
+    for proc, (_, expected) in zip(procs, cases):
+        out, err = proc.communicate(timeout=300)
+        done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+        assert proc.returncode == 1 and last_line(done).startswith(expected), last_line(done)
+    if missing:
+        out, err = procs[-1].communicate(timeout=300)
+        assert procs[-1].returncode != 0 and "Cannot find the config file" in err and "stlu_net.json" in err
+    assert not list(tmp_path.glob("*/models/*")) and not list(tmp_path.glob("*/models/.run.lock"))
+    assert not list(tmp_path.glob("*/eval/*"))  # nothing cached, trained or written
+
+
 @pytest.mark.slow
 def test_bad_settings_and_splits_end_with_one_sentence(synth, tmp_path):
-    """Each refused before any case is cached; each ends with the project's sentence and status 1."""
+    """A mistyped key, a stride or patch that does not suit, no unlabeled case left, a test case that is also
+    unlabeled, a config file that is not there: each refused before any case is cached, with the project's sentence
+    last and status 1."""
     overlap = tmp_path / "overlap"
     write_synthetic_la(str(overlap), num_train=8, num_test=2, shape=(48, 48, 32))
     with open(overlap / "test.list", "a") as f:
         f.write("SYNTH0005\n")
-    cases = [
+    refused_in_one_sentence([
         (train_args(synth, tmp_path / "1", "--max_iteration", "5"),
          "--max_iteration is not a key of the bundle's configs (did you mean --max_iterations?)"),
-        (train_args(synth, tmp_path / "2", "--val_interval", "0"), "val_interval must be >= 1"),
         (train_args(synth, tmp_path / "3", "--val_stride", "[48,48,64]"),
          "val_stride [48, 48, 64] does not suit patch_size [64, 64, 48]"),
         (train_args(synth, tmp_path / "4", "--num_labeled", "7"),
@@ -207,24 +228,19 @@ def test_bad_settings_and_splits_end_with_one_sentence(synth, tmp_path):
          f"{overlap / 'test.list'}: 1 test case(s) are also unlabeled cases (SYNTH0005)"),
         (train_args(synth, tmp_path / "6", "--patch_size", "[60,64,48]"),
          "patch_size [60, 64, 48] does not suit STLUNet: every size must be a positive multiple of 16"),
+    ], tmp_path, missing=["run", "training", "--config_file", config_list("stlu_la", "train.json", "methods/stlu_net.json"),
+                          "--dataset_dir", str(synth), "--bundle_root", str(tmp_path / "8")])
+
+
+@pytest.mark.slow
+@pytest.mark.long  # the quick suite refuses a stride through the same check as val_interval's (above), and a split
+# too small for its labeled cases in process (test_bad_input.py, test_data.py)
+def test_more_bad_settings_end_with_one_sentence(synth, tmp_path):
+    refused_in_one_sentence([
+        (train_args(synth, tmp_path / "2", "--val_interval", "0"), "val_interval must be >= 1"),
         (train_args(synth, tmp_path / "7", "--num_labeled", "20"),
          f"{os.path.join(synth, 'train.list')}: 8 training cases cannot give 20 labeled + 1 validation cases."),
-    ]
-    # a config file that does not exist: MONAI reads the files before monai_stlu is imported, so its own message ends
-    # the output (documented; monai_stlu train --config checks the files first)
-    missing = ["run", "training", "--config_file", config_list("stlu_la", "train.json", "methods/stlu_net.json"),
-               "--dataset_dir", str(synth), "--bundle_root", str(tmp_path / "8")]
-    procs = [subprocess.Popen([sys.executable, "-m", "monai.bundle", *args], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
-             for args in [a for a, _ in cases] + [missing]]
-    for proc, (_, expected) in zip(procs, cases):
-        out, err = proc.communicate(timeout=300)
-        done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-        assert proc.returncode == 1 and last_line(done).startswith(expected), last_line(done)
-    out, err = procs[-1].communicate(timeout=300)
-    assert procs[-1].returncode != 0 and "Cannot find the config file" in err and "stlu_net.json" in err
-    assert not list(tmp_path.glob("*/models/*")) and not list(tmp_path.glob("*/models/.run.lock"))
-    assert not list(tmp_path.glob("*/eval/*"))  # nothing cached, trained or written
+    ], tmp_path)
 
 
 @pytest.mark.slow
