@@ -143,4 +143,5 @@ def test_verify_metadata_and_net_in_out():
     from monai.bundle import verify_metadata, verify_net_in_out
 
     verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(schema))
-    verify_net_in_out("network_def", meta_file=str(CONFIGS / "metadata.json"), config_file=str(CONFIGS / "inference.json"))
+    verify_net_in_out("network_def", meta_file=str(CONFIGS / "metadata.json"),
+                      config_file=str(CONFIGS / "inference.json"))

@@ -203,5 +203,6 @@ def test_synth_then_check(tmp_path):
 
 @pytest.mark.long  # the BraTS layout itself is written and trained on in the quick suite (test_bundle_datasets.py)
 def test_synth_writes_another_bundles_layout(tmp_path):
-    cli("synth", tmp_path / "brats", "--num_train", "3", "--num_test", "1", "--shape", "[16,16,16]", "--bundle", "stlu_brats")
+    cli("synth", tmp_path / "brats", "--num_train", "3", "--num_test", "1", "--shape", "[16,16,16]",
+        "--bundle", "stlu_brats")
     assert sorted(p.name for p in (tmp_path / "brats").iterdir()) == ["data", "test.txt", "train.txt", "val.txt"]

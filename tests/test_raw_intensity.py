@@ -58,7 +58,8 @@ def test_raw_nifti_gets_the_prediction_of_its_preprocessed_h5(tmp_path):
     run_bundle("run", "--config_file", config_list("stlu_la", "inference.json"), *common, "--input_dir", str(source),
                "--output_dir", str(tmp_path / "pred"))
     outputs = ["h5case/mri_norm2_seg.nii.gz", "scan_seg.nii.gz", "nrrdcase/lgemri_seg.nii.gz"]  # the inputs' folders
-    assert sorted(str(p.relative_to(tmp_path / "pred")) for p in (tmp_path / "pred").rglob("*.nii.gz")) == sorted(outputs)
+    written = (tmp_path / "pred").rglob("*.nii.gz")
+    assert sorted(str(p.relative_to(tmp_path / "pred")) for p in written) == sorted(outputs)
     preds = [np.asanyarray(nib.load(str(tmp_path / "pred" / name)).dataobj) for name in outputs]
     assert preds[0].shape == preds[1].shape == preds[2].shape == image.shape
     assert 0 < preds[0].sum() < preds[0].size  # a random network still marks some voxels, not all

@@ -228,8 +228,8 @@ def test_bad_settings_and_splits_end_with_one_sentence(synth, tmp_path):
          f"{overlap / 'test.list'}: 1 test case(s) are also unlabeled cases (SYNTH0005)"),
         (train_args(synth, tmp_path / "6", "--patch_size", "[60,64,48]"),
          "patch_size [60, 64, 48] does not suit STLUNet: every size must be a positive multiple of 16"),
-    ], tmp_path, missing=["run", "training", "--config_file", config_list("stlu_la", "train.json", "methods/stlu_net.json"),
-                          "--dataset_dir", str(synth), "--bundle_root", str(tmp_path / "8")])
+    ], tmp_path, missing=["run", "training", "--dataset_dir", str(synth), "--bundle_root", str(tmp_path / "8"),
+                          "--config_file", config_list("stlu_la", "train.json", "methods/stlu_net.json")])
 
 
 @pytest.mark.slow
