@@ -53,7 +53,6 @@ METHODS = (
 METRICS = ("dice", "jaccard", "hd95_vox", "asd_vox", "hd95_mm", "asd_mm")
 _RUN_NAME = re.compile(r"(.+)_seed(\d+)")  # a run folder: <method><tag>_seed<seed>
 _VAL_LINE = re.compile(r"Epoch\[(\d+)\] Metrics -- .*val_mean_dice: ([0-9.]+)")
-_TIME_LIMIT_LINE = re.compile(r"time limit of \S+ s reached at iteration (\d+)")  # TimeLimitHandler's log line
 
 
 def config_paths(protocol: str, method: str, *more: str) -> list[str]:
@@ -213,6 +212,23 @@ def record_segment(out: str, commit: str, machine: dict | None = None) -> list[d
     return segments
 
 
+def stopped_at(ckpt_dir: str) -> tuple[int, int] | None:
+    """``(iteration, planned iterations)`` when the newest periodic checkpoint of a training that exited normally
+    stops short of its planned ``max_epochs x epoch_length`` (its time limit, ``--max_train_seconds``, ended it: the
+    saver writes the iteration a terminated run reached), None when it trained to the end. Read from the trainer's
+    own state, not from a log line."""
+    import torch
+
+    from monai_stlu.handlers import latest_checkpoint
+
+    newest = latest_checkpoint(ckpt_dir)
+    if newest is None:
+        return None
+    trainer = torch.load(newest, map_location="cpu", weights_only=True)["trainer"]
+    planned = int(trainer.get("max_iters") or int(trainer["max_epochs"]) * int(trainer["epoch_length"]))
+    return (int(trainer["iteration"]), planned) if int(trainer["iteration"]) < planned else None
+
+
 def distinct(segments: list[dict], key: str) -> list:
     """The distinct values of ``key`` over the segments that recorded it, in order."""
     return list(dict.fromkeys(s[key] for s in segments if key in s))
@@ -244,16 +260,13 @@ def run_one(opts: argparse.Namespace, method: str, seed: int) -> dict | None:
               flush=True)
     start = time.time()
     log_path = os.path.join(out, "train.log")
-    logged = os.path.getsize(log_path) if os.path.isfile(log_path) else 0
     bundle(["run", "training", "--config_file", config_files(opts.protocol, method), *common,
             "--output_dir", os.path.join(out, "train")], log_path)
     trained = time.time()
-    with open(log_path) as f:
-        f.seek(logged)
-        stopped = _TIME_LIMIT_LINE.search(f.read())
-    if stopped and not opts.evaluate_stopped:
-        print(f"{out}: stopped by its time limit at iteration {stopped.group(1)}, not evaluated; the same command "
-              "resumes it.", flush=True)
+    stopped = stopped_at(os.path.join(out, "models"))
+    if stopped is not None and not opts.evaluate_stopped:
+        print(f"{out}: stopped by its time limit at iteration {stopped[0]} of {stopped[1]}, not evaluated; the same "
+              "command resumes it.", flush=True)
         return None
     bundle(["run", "--config_file", config_files(opts.protocol, method, "evaluate.json"), *common,
             "--output_dir", os.path.join(out, "test")], os.path.join(out, "eval.log"))
@@ -262,8 +275,8 @@ def run_one(opts: argparse.Namespace, method: str, seed: int) -> dict | None:
                "cpus": distinct(segments, "cpu"),
                "train_minutes": (trained - start) / 60, "eval_minutes": (time.time() - trained) / 60, "override": opts.override,
                "test": mean_metrics(os.path.join(out, "test", "metrics.csv"))}
-    if stopped:
-        summary["stopped_at_iteration"] = int(stopped.group(1))
+    if stopped is not None:
+        summary["stopped_at_iteration"] = stopped[0]
     timing = training_minutes(os.path.join(out, "train.log"))
     if timing:
         summary["train_minutes_all_segments"], summary["train_segments"] = timing

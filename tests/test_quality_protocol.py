@@ -50,14 +50,15 @@ def test_quality_protocol_tiny(tmp_path, capsys):
     assert os.path.getmtime(tmp_path / "work" / "stlu_seed0" / "done.json") == mtime
 
     # a training its time limit stops is left to resume, not evaluated; a probe (--evaluate_stopped) is evaluated
-    # and says where it stopped
+    # and says where it stopped, read from the newest checkpoint's trainer state (4 iterations planned here)
     timed = ["run", "--methods", "supervised", "--seeds", "0", "--tag", "_timed", *common]
+    four = [*without(TINY, "--max_iterations"), "--max_iterations", "4", "--max_train_seconds", "0.001"]
     capsys.readouterr()
-    quality.main([*timed, "--override", *TINY, "--max_train_seconds", "0.001"])  # over budget after iteration 1
+    quality.main([*timed, "--override", *four])  # over budget after iteration 1
     timed_dir = tmp_path / "work" / "supervised_timed_seed0"
-    assert f"{timed_dir}: stopped by its time limit at iteration 1, not evaluated" in capsys.readouterr().out
+    assert f"{timed_dir}: stopped by its time limit at iteration 1 of 4, not evaluated" in capsys.readouterr().out
     assert not (timed_dir / "done.json").exists() and not (timed_dir / "test").exists()
-    quality.main([*timed, "--evaluate_stopped", "--override", *TINY, "--max_train_seconds", "0.001"])
+    quality.main([*timed, "--evaluate_stopped", "--override", *four])
     assert json.loads((timed_dir / "done.json").read_text())["stopped_at_iteration"] == 2  # resumed at 1, stopped at 2
     assert "at iteration 1." in (timed_dir / "train.log").read_text()  # "resumed from ... at iteration 1."
 

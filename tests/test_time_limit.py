@@ -115,3 +115,18 @@ def test_a_terminated_run_resumes_at_the_iteration_it_stopped(tmp_path, stop_at)
     assert engine.state.iteration == 30 and net.weight.item() == 30
     assert sorted(p.name for p in tmp_path.glob("checkpoint_*.pt")) == ["checkpoint_epoch=2.pt", "checkpoint_epoch=3.pt"]
     assert torch.load(tmp_path / "checkpoint_epoch=3.pt", weights_only=True)["trainer"]["iteration"] == 30
+
+
+def test_the_protocol_reads_a_stop_from_the_newest_checkpoint(tmp_path):
+    """``quality.py`` decides whether a training ended early (left to resume, not evaluated) from the trainer state
+    of the newest checkpoint, against its planned ``max_epochs x epoch_length``: not from a log line."""
+    from benchmarks.quality import stopped_at
+
+    assert stopped_at(str(tmp_path)) is None  # no checkpoint: nothing to resume
+    _counting_run(tmp_path, 13, [])
+    assert stopped_at(str(tmp_path)) == (13, 30)
+    _counting_run(tmp_path, None, [])  # resumed to the end
+    assert stopped_at(str(tmp_path)) is None
+    stopped_at_end = tmp_path / "at_end"
+    _counting_run(stopped_at_end, 30, [])  # terminated at the last planned iteration: finished
+    assert stopped_at(str(stopped_at_end)) is None
