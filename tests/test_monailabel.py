@@ -77,6 +77,12 @@ def server(la_dir, tmp_path_factory):
                 path = bundle / "configs" / config
                 path.write_text(path.read_text().replace('"backbone": "vnet"', '"backbone": "dynunet"'))
             net = STLUNet(backbone=build_backbone("dynunet", patch_size=[112, 112, 80], spacing=[0.625] * 3))
+        # answers in seconds: windows overlapping by half a patch instead of the published stride (LA's 18x18x4
+        # places 45 windows on a 183x140x88 scan, half a patch 12); only the served label's geometry is checked here
+        inference = bundle / "configs" / "inference.json"
+        config = json.loads(inference.read_text())
+        config["displayable_configs"]["eval_stride"] = [size // 2 for size in config["patch_size"]]
+        inference.write_text(json.dumps(config, indent=4))
         torch.save(net.state_dict(), bundle / "models" / "model.pt")
     bundle = app / "model" / "stlu_la"
     studies = root / "studies"
@@ -140,7 +146,7 @@ def test_infer_train_with_unlabeled_studies_and_infer_again(server, tmp_path):
     assert "stlu_la" in info["models"] and "stlu_la" in info["trainers"]
     options = info["trainers"]["stlu_la"]["config"]
     assert {"use_unlabeled", "iterations_per_epoch", "resume"} <= set(options)  # the bundle's displayable configs
-    assert info["models"]["stlu_la"]["config"]["eval_stride"] == [18, 18, 4]  # inference's, from inference.json
+    assert info["models"]["stlu_la"]["config"]["eval_stride"] == [56, 56, 40]  # from the bundle's inference.json
     case = server["ids"][-1]  # an unlabeled study
     scan = nib.load(str(server["studies"] / f"{case}.nii.gz"))
     pred = _infer(server, case, tmp_path / "before.nii.gz")
