@@ -42,7 +42,7 @@ def _rss_mb() -> float:
 def _cases(cfg: dict, num_labeled: int = 4) -> tuple[list[dict], dict]:
     """The first ``num_labeled`` training cases (image/label arrays) and the first test case, from h5 files."""
     from monai_stlu.data import h5_split
-    from monai_stlu.data.h5_reader import read_h5_dataset
+    from monai_stlu.data.h5_files import read_h5_dataset
 
     split = h5_split(cfg["data_dir"], cfg["train_list"], cfg["test_list"], num_labeled=num_labeled, num_val=0)
     load = lambda c: {"image": read_h5_dataset(c["image"], "image"), "label": read_h5_dataset(c["image"], "label"), "id": c["id"]}

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from monai_stlu.data.dicom_series import find_dicom_series, instance_order_reversed
-from monai_stlu.data.h5_reader import write_h5_case
+from monai_stlu.data.h5_files import write_h5_case
 
 __all__ = ["cdf_clip_value", "convert_la", "convert_brats", "convert_pancreas", "nifti_datalist", "brats_normalise", "la_crop_box", "pancreas_normalise"]
 

@@ -39,7 +39,7 @@ def check_h5_case(path: str, keys: Sequence[str] = ("image", "label")) -> None:
         FileNotFoundError: missing file.
         ValueError: unreadable file, missing dataset, or datasets of different shapes.
     """
-    from monai_stlu.data.h5_reader import open_h5
+    from monai_stlu.data.h5_files import open_h5
 
     with open_h5(path, keys) as f:
         shapes = {k: tuple(f[k].shape) for k in keys}

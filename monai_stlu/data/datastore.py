@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from monai_stlu.data.datalist import semi_supervised_split
-from monai_stlu.data.find_images import case_id
+from monai_stlu.data.image_files import case_id
 
 __all__ = ["is_datastore_list", "unlabeled_cases", "epoch_length", "IMAGE_PATTERNS"]
 

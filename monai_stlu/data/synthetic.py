@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from monai_stlu.data.datalist import LA_CASE_PATH
-from monai_stlu.data.h5_reader import write_h5_case
+from monai_stlu.data.h5_files import write_h5_case
 
 __all__ = ["synthetic_case", "write_synthetic_la", "SYNTHETIC_LAYOUTS"]
 

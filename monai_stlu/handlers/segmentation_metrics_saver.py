@@ -18,7 +18,7 @@ import torch.distributed as dist
 from monai.data import MetaTensor
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_stlu.data.find_images import case_id
+from monai_stlu.data.image_files import case_id
 from monai_stlu.metrics.segmentation_metrics import METRIC_NAMES, segmentation_metrics
 from monai_stlu.utils.distributed import is_distributed
 

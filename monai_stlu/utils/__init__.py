@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .lazy_package import lazy_exports
 
 # names re-exported from the submodules, loaded on first use: the command line's --help and the error hook need
 # none of torch or MONAI, which the heavier helpers import
@@ -19,18 +18,6 @@ _EXPORTS = {
     "run_lock": ("RunLock", "RunLockedError"),
     "settings_check": ("check_command_line_keys", "check_optional_packages", "check_settings", "top_level_values"),
     "model_record": ("RECORD_KEY", "attach_model_record", "model_record_of", "read_model_record", "record_overrides"),
+    "lazy_package": ("lazy_exports",),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
