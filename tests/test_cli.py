@@ -70,7 +70,8 @@ def test_synth_writes_its_cases_without_importing_monai(tmp_path):
     ids = (out / "train.list").read_text().split()
     assert len(ids) == 2 and len((out / "test.list").read_text().split()) == 1
     case = out / "2018LA_Seg_Training Set" / ids[0] / "mri_norm2.h5"
-    image, meta = H5Reader("image").get_data(H5Reader("image").read(str(case)))
+    reader = H5Reader("image")
+    image, _ = reader.get_data(reader.read(str(case)))
     assert image.shape == (24, 20, 16) and image.dtype == np.float32
     label = read_h5_dataset(str(case), "label")
     assert label.dtype == np.uint8 and set(np.unique(label)) <= {0, 1} and label.any()

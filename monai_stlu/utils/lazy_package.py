@@ -24,8 +24,8 @@ def lazy_exports(
         namespace: the package's ``globals()``; a name, once loaded, is kept there.
 
     Raises:
-        ValueError: a name is also the name of one of the package's modules: once anything imports that module, Python binds the module to
-            the package under that name, and the name would never reach ``__getattr__``.
+        ValueError: a name is also the name of one of the package's modules: once anything imports that module,
+            Python binds the module to the package under that name, and the name would never reach ``__getattr__``.
 
     Example::
 
