@@ -309,22 +309,32 @@ def _model_settings(
     """The method and the ``--key value`` settings that rebuild the network of a model file from the record it
     carries (:py:mod:`monai_stlu.utils.model_record`): the method whose override file builds the recorded method,
     and each recorded setting that the bundle's inference config holds as a plain value and the user did not give
-    (and the record itself)."""
-    from monai_stlu.utils.model_record import read_model_record, record_overrides
+    (and the record itself). The file is read as data: a record that fails the schema refuses it, before anything
+    runs.
+
+    Raises:
+        FileNotFoundError: no such model file.
+        ValueError: the file is not a model file (unreadable, a training checkpoint), its record is refused, or the
+            method it records is not one of the bundle's method files.
+    """
+    from monai_stlu.utils.model_record import load_model_file, model_record_of, record_overrides
     from monai_stlu.utils.settings_check import top_level_values
 
-    if model is not None and not os.path.isfile(model):
-        raise FileNotFoundError(f"{model}: no such model file.")
-    record = read_model_record(model) if model else {}
+    record = model_record_of(load_model_file(model, flat=True), model) if model else {}
     if method is None:
         method = "stlu"
-        for path in sorted(glob.glob(os.path.join(configs, "methods", "*.json"))):
-            target = str(top_level_values([path]).get("method", {}).get("_target_", ""))
-            if record.get("method") and target.endswith("." + str(record["method"])):
-                method = os.path.basename(path)[:-5]
+        if record.get("method"):
+            files = sorted(glob.glob(os.path.join(configs, "methods", "*.json")))
+            target = "." + record["method"]
+            builds = [os.path.basename(path)[:-5] for path in files
+                      if str(top_level_values([path]).get("method", {}).get("_target_", "")).endswith(target)]
+            if not builds:
+                raise ValueError(f"{model}: records the method {record['method']}, which none of the method files in "
+                                 f"{os.path.join(configs, 'methods')} trains; give --method NAME.")
+            method = builds[-1]
     values = top_level_values([os.path.join(configs, "inference.json")])
     plain = {k for k, v in values.items() if not (isinstance(v, str) and v.startswith(("$", "@", "%")))}
-    return method, record_overrides(record, plain - set(overrides)), record
+    return method, record_overrides(record, plain - set(overrides), model or "the model file"), record
 
 
 def predict(

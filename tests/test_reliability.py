@@ -223,7 +223,7 @@ def test_bad_settings_and_splits_end_with_one_sentence(synth, tmp_path):
         (train_args(synth, tmp_path / "3", "--val_stride", "[48,48,64]"),
          "val_stride [48, 48, 64] does not suit patch_size [64, 64, 48]"),
         (train_args(synth, tmp_path / "4", "--num_labeled", "7"),
-         f"{os.path.join(synth, 'train.list')}: no unlabeled case is left"),
+         f"{os.path.join(synth, 'train.list')}: 0 unlabeled case(s) are left"),
         (train_args(overlap, tmp_path / "5"),
          f"{overlap / 'test.list'}: 1 test case(s) are also unlabeled cases (SYNTH0005)"),
         (train_args(synth, tmp_path / "6", "--patch_size", "[60,64,48]"),

@@ -64,17 +64,21 @@ def unlabeled_cases(
         ``[{"image": path, "id": name}]``.
 
     Raises:
-        ValueError: the bundle's split leaves no unlabeled case.
+        ValueError: the bundle's split leaves fewer unlabeled cases than one batch (per process under torchrun).
     """
     if not is_datastore_list(labeled):
         split = semi_supervised_split(**dict(split_args))
-        if not split["unlabeled"]:
+        world = max(1, int(os.environ.get("WORLD_SIZE", "1")))  # under torchrun each process draws from its share
+        share = math.ceil(len(split["unlabeled"]) / world)
+        if share < max(1, int(batch_size)):
             source = split_args.get("datalist_file") or os.path.join(
                 str(split_args.get("dataset_dir", "")), str(split_args.get("train_list", "train.list")))
+            each = f", {share} for each of {world} processes," if world > 1 else ""
             raise ValueError(
-                f"{source}: no unlabeled case is left for this semi-supervised method ({len(split['labeled'])} "
-                f"labeled + {len(split['val'])} validation cases take them all): lower --num_labeled or --num_val, "
-                "add unlabeled cases, or train --method supervised."
+                f"{source}: {len(split['unlabeled'])} unlabeled case(s) are left for this semi-supervised method"
+                f"{each} fewer than one batch of {int(batch_size)} ({len(split['labeled'])} labeled + "
+                f"{len(split['val'])} validation cases take the rest): lower --num_labeled or --num_val, add "
+                "unlabeled cases, lower --unlabeled_batch_size, or train --method supervised."
             )
         return split["unlabeled"]
     used = {_path(d) for d in list(labeled) + list(val or [])}

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import os
 
-import torch
 from monai.handlers import CheckpointLoader
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_stlu.handlers.checkpoint_fit import MODEL_WAYS_OUT, check_checkpoint_fits
-from monai_stlu.utils.model_record import model_record_of, record_overrides
+from monai_stlu.utils.model_record import load_model_file, model_record_of, record_overrides
 
 Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
@@ -40,7 +39,8 @@ class ModelCheckpointLoader(CheckpointLoader):
 
         Raises:
             FileNotFoundError: when ``load_path`` does not exist.
-            ValueError: when it cannot be read (truncated, not a weights file).
+            ValueError: when it cannot be read (truncated, not a weights file), or its model record is refused
+                (:py:class:`monai_stlu.utils.ModelRecordError`: a model file is data, never code).
             monai_stlu.handlers.CheckpointMismatchError: when it does not fit ``load_dict``.
         """
         if not os.path.isfile(self.load_path):
@@ -49,16 +49,9 @@ class ModelCheckpointLoader(CheckpointLoader):
                 "validation, or at its end with --num_val 0), or point --ckpt_dir (or --output_subdir, e.g. the "
                 "method's folder under models/) at the run that made it."
             )
-        try:
-            checkpoint = torch.load(self.load_path, map_location="cpu", weights_only=True)
-        except Exception as e:  # truncated, not a torch file, or pickled code that weights_only refuses
-            reason = (str(e).splitlines() or [type(e).__name__])[0][:160]
-            raise ValueError(
-                f"{self.load_path}: cannot be read as a model ({reason}): the file is incomplete (a copy or a save cut "
-                "short) or not a weights file; copy it again or train again."
-            ) from e
+        checkpoint = load_model_file(self.load_path)
+        record = model_record_of(checkpoint, self.load_path)  # a record that would be code refuses the file
         if self.strict:
-            record = model_record_of(checkpoint)  # read once, above
             settings = " ".join(record_overrides(record))
             ways_out = MODEL_WAYS_OUT if not settings else (
                 f"build the network it records (the {record.get('method', '?')} method's file, and {settings}), or "

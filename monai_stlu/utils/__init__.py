@@ -17,7 +17,10 @@ _EXPORTS = {
     "errors": ("explain", "install_error_hook", "is_command_line_run"),
     "run_lock": ("RunLock", "RunLockedError"),
     "settings_check": ("check_command_line_keys", "check_optional_packages", "check_settings", "top_level_values"),
-    "model_record": ("RECORD_KEY", "attach_model_record", "model_record_of", "read_model_record", "record_overrides"),
+    "model_record": ("RECORD_KEY", "RECORD_SCHEMA", "SETTINGS_SCHEMA", "ModelRecordError", "attach_model_record",
+                     "check_model_record", "load_model_file", "model_record_of", "read_model_record",
+                     "record_overrides"),
     "lazy_package": ("lazy_exports",),
+    "names": ("BACKBONES", "DROPOUT_PLACEMENTS", "METHOD_NAMES", "MIX_STRATEGIES"),
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

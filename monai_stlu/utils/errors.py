@@ -107,10 +107,12 @@ def explain(exc: BaseException) -> str:
     """The one sentence that says what went wrong: the innermost error this package raised (its message names the
     file or key and the problem), else a sentence for a known foreign error, else the innermost error's own line."""
     chain = exception_chain(exc)
-    for e in reversed(chain):
-        if _raised_here(e):
-            sentence = isinstance(e, _SENTENCE_TYPES) and " " in str(e).strip()  # KeyError('x') from a bug is no sentence
-            return _text(e, with_type=not sentence)
+    ours = [e for e in reversed(chain) if _raised_here(e)]  # innermost first
+    for e in ours:  # a sentence raised from a bare error of ours (a StopIteration turned into a ValueError) wins
+        if isinstance(e, _SENTENCE_TYPES) and " " in str(e).strip():  # KeyError('x') from a bug is no sentence
+            return _text(e, with_type=False)
+    if ours:
+        return _text(ours[0], with_type=True)
     for e in reversed(chain):
         sentence = _foreign(e)
         if sentence:

@@ -13,11 +13,9 @@ from monai_stlu.networks.nets.dynunet_backbone import DynUNetBackbone, plan_dynu
 from monai_stlu.networks.nets.segresnet_backbone import SegResNetBackbone
 from monai_stlu.networks.nets.unet_backbone import UNetBackbone
 from monai_stlu.networks.nets.vnet import VNet
+from monai_stlu.utils.names import BACKBONES
 
 __all__ = ["BACKBONES", "build_backbone", "check_backbone"]
-
-#: the names the bundles' ``backbone`` key accepts
-BACKBONES = ("vnet", "dynunet", "segresnet", "unet")
 
 
 def build_backbone(

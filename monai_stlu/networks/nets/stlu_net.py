@@ -12,6 +12,7 @@ from torch import nn
 
 from monai_stlu.networks.layers.feature_mix import FeatureMix
 from monai_stlu.networks.nets.vnet import VNet
+from monai_stlu.utils.names import DROPOUT_PLACEMENTS, MIX_STRATEGIES
 
 __all__ = ["STLUNet", "STLUOutput"]
 
@@ -107,9 +108,9 @@ class STLUNet(nn.Module):
         dropout_placement: str = "decoder",
     ) -> None:
         super().__init__()
-        if mix_strategy not in ("similarity", "fixed"):
+        if mix_strategy not in MIX_STRATEGIES:
             raise ValueError(f"mix_strategy must be 'similarity' or 'fixed', got {mix_strategy!r}.")
-        if dropout_placement not in ("cascade", "decoder"):
+        if dropout_placement not in DROPOUT_PLACEMENTS:
             raise ValueError(f"dropout_placement must be 'cascade' or 'decoder', got {dropout_placement!r}.")
         if not 0.0 <= mix_lambda <= 1.0:
             raise ValueError(f"mix_lambda must be in [0, 1], got {mix_lambda}.")
