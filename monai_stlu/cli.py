@@ -202,22 +202,55 @@ def format_command(cmd: Sequence[str]) -> str:
 
 
 def _run(cmd: list[str], dry_run: bool, repeat_error: bool = False) -> int:
-    """Print and run ``cmd``; its exit status. With ``repeat_error``, the project's sentence of a failed child (from
-    its error hook) is printed again as the last line (``torchrun`` ends with its own summary)."""
+    """Print and run ``cmd``; its exit status. The child runs in a process group of its own, and SIGINT/SIGTERM
+    sent to this process are passed on to that group and waited for, so stopping the command stops its training
+    (which releases its run lock) instead of leaving it running. With ``repeat_error``, the project's sentence of a
+    failed child (from its error hook) is printed again as the last line (``torchrun`` ends with its own summary)."""
+    import signal
     import tempfile
+    import threading
 
     print(format_command(cmd), flush=True)
     if dry_run:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         error_file = os.path.join(tmp, "errors.txt")
-        rc = subprocess.call(cmd, env=dict(os.environ, MONAI_STLU_ERROR_FILE=error_file))
+        child = subprocess.Popen(cmd, env=dict(os.environ, MONAI_STLU_ERROR_FILE=error_file), start_new_session=True)
+
+        def pass_on(signum: int, frame: Any) -> None:
+            try:
+                os.killpg(child.pid, signum)
+            except ProcessLookupError:  # already gone
+                pass
+
+        forwarded = (signal.SIGINT, signal.SIGTERM)
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {sig: signal.signal(sig, pass_on) for sig in forwarded}
+        try:
+            rc = child.wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         if rc and repeat_error and os.path.isfile(error_file):
             with open(error_file) as f:
                 sentences = [line.strip() for line in f if line.strip()]
             if sentences:
                 print(sentences[0], file=sys.stderr, flush=True)
     return rc
+
+
+def _check_bundle_command(cmd: Sequence[str]) -> None:
+    """The checks a ``monai.bundle run`` makes of its command line before any work, made here before it starts (so
+    that ``--dry_run`` refuses what the run would): keys no config file defines, and ``--max_iterations``."""
+    from monai_stlu.utils.settings_check import check_command_line_keys
+
+    start = list(cmd).index("monai.bundle") + 1
+    check_command_line_keys([os.path.join("monai", "bundle", "__main__.py"), *cmd[start:]])
+    if "--max_iterations" in cmd:
+        value = cmd[list(cmd).index("--max_iterations") + 1]
+        if not (value.isdigit() and int(value) >= 1):
+            raise ValueError(f"--max_iterations must be a whole number of iterations, 1 or more, got {value!r}.")
 
 
 def train(
@@ -273,7 +306,9 @@ def train(
         out = os.path.abspath(str(output))
         cmd += ["--ckpt_dir", f"$os.path.join({out!r}, 'models', @output_subdir)",
                 "--output_dir", f"$os.path.join({out!r}, 'eval', @output_subdir)"]
-    rc = _run(cmd + _override_args(overrides), dry_run, repeat_error=int(nproc_per_node) > 1)
+    cmd += _override_args(overrides)
+    _check_bundle_command(cmd)
+    rc = _run(cmd, dry_run, repeat_error=int(nproc_per_node) > 1)
     if rc == 0 and not dry_run:
         if "ckpt_dir" in overrides:
             ckpt_dir = str(overrides["ckpt_dir"])
@@ -529,6 +564,24 @@ def main() -> None:
         from monai_stlu import data
 
         commands["convert"] = {k: _command(getattr(data, v)) for k, v in converters.items()}
-    elif len(sys.argv) < 2 or sys.argv[1] not in commands:  # the command list (--help, no or a mistyped command) names
-        commands["convert"] = dict.fromkeys(converters)  # the group without importing MONAI: under a second, not 10 s
+    elif len(sys.argv) > 1 and not sys.argv[1].startswith("-") and sys.argv[1] not in commands:
+        _unknown_command(sys.argv[1], [*commands, "convert"])
+    else:  # the command list (--help, no command) names the group without importing MONAI: under a second, not 10 s
+        commands["convert"] = dict.fromkeys(converters)
     fire.Fire(commands, name="monai_stlu")
+
+
+def _unknown_command(name: str, known: Sequence[str]) -> None:
+    """List the commands, then say, as the last line, that ``name`` is none of them (exit status 2)."""
+    import difflib
+
+    print("usage: monai_stlu COMMAND [--help | ARGS ...]\n\ncommands:")
+    for command in known:
+        doc = (globals()[command].__doc__ or "") if command in globals() else "la|pancreas|brats|nifti: a data set"
+        first = (doc.strip().splitlines() or [""])[0]
+        print(f"  {command:<16} {first if len(first) <= 90 else first[:90].rsplit(' ', 1)[0] + ' ...'}")
+    near = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    print(f"\nmonai_stlu: {name!r} is not a command{hint}; the commands are listed above.", file=sys.stderr,
+          flush=True)
+    raise SystemExit(2)

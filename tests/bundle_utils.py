@@ -23,6 +23,13 @@ def method_args(method: str) -> list[str]:
     return list(METHOD_TEST_KEYS.get(method, []))
 
 
+def last_line(proc: subprocess.CompletedProcess) -> str:
+    """The last non-blank line a command printed (its standard output, then its standard error, where the project's
+    sentence goes)."""
+    lines = [line for line in (proc.stdout + "\n" + proc.stderr).splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
 def run_bundle(*args: str, cwd=REPO_ROOT, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     env.pop("STLU_LA_DATA", None)

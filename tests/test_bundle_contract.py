@@ -124,7 +124,9 @@ def test_monai_check_properties(method, synth, tmp_path):
     from monai.bundle import ConfigWorkflow
 
     extra = [str(CONFIGS / "methods" / f"{method}.json")] if method else []
-    for config, kind, args in (("train.json", "train", {"num_val": 1}), ("inference.json", "infer", {"load_pretrain": False})):
+    # BCP draws unlabeled batches of 4: 8 labeled + 1 validation case of 12 would leave 3, refused before training
+    train_args = {"num_val": 1, **({"num_labeled": 4} if method == "bcp" else {})}
+    for config, kind, args in (("train.json", "train", train_args), ("inference.json", "infer", {"load_pretrain": False})):
         wf = ConfigWorkflow(
             config_file=[str(CONFIGS / config), *extra], meta_file=str(CONFIGS / "metadata.json"),
             logging_file=str(CONFIGS / "logging.conf"), workflow_type=kind, bundle_root=str(tmp_path),

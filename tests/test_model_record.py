@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from bundle_utils import config_list
+from bundle_utils import config_list, last_line
 from conftest import REPO_ROOT
 from monai_stlu.data import write_synthetic_la
 from monai_stlu.utils import (
@@ -38,11 +38,6 @@ def attack(marker) -> str:
 def save_model(path, record, state=None):
     torch.save(attach_model_record(state or {"w": torch.zeros(2)}, record), path)
     return path
-
-
-def last_line(proc: subprocess.CompletedProcess) -> str:
-    lines = [line for line in (proc.stdout + "\n" + proc.stderr).splitlines() if line.strip()]
-    return lines[-1] if lines else ""
 
 
 def run(args, cwd) -> subprocess.CompletedProcess:

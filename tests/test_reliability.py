@@ -18,17 +18,12 @@ import numpy as np
 import pytest
 import torch
 
-from bundle_utils import KILLING_SAVE, config_list, run_bundle
+from bundle_utils import KILLING_SAVE, config_list, last_line, run_bundle
 from conftest import REPO_ROOT
 from monai_stlu.data import write_synthetic_la
 from monai_stlu.utils import RunLock, RunLockedError, explain
 
 QUICK = config_list("stlu_la", "train.json", "quick.json")
-
-
-def last_line(proc: subprocess.CompletedProcess) -> str:
-    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
-    return lines[-1] if lines else ""
 
 
 def last_stderr_line(proc: subprocess.CompletedProcess) -> str:
@@ -323,6 +318,9 @@ def test_a_resumed_periodic_saver_keeps_rotating_n_saved(tmp_path):
     run(3)
     run(6)  # resumes at epoch 3
     assert sorted(os.listdir(tmp_path)) == ["checkpoint_epoch=5.pt", "checkpoint_epoch=6.pt"]
+    # asked for fewer iterations than it reached: a sentence, not ignite's "Epoch count (6) in checkpoint is larger"
+    with pytest.raises(ValueError, match=r"checkpoint_epoch=6.pt: this run already reached iteration 12, beyond the 4 "):
+        run(2)
 
 
 def test_convert_nifti_and_check_refuse_4d_and_blank_images(tmp_path):

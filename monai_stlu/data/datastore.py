@@ -73,7 +73,7 @@ def unlabeled_cases(
         if share < max(1, int(batch_size)):
             source = split_args.get("datalist_file") or os.path.join(
                 str(split_args.get("dataset_dir", "")), str(split_args.get("train_list", "train.list")))
-            each = f", {share} for each of {world} processes," if world > 1 else ""
+            each = f", {share} for each of {world} processes," if world > 1 else ","
             raise ValueError(
                 f"{source}: {len(split['unlabeled'])} unlabeled case(s) are left for this semi-supervised method"
                 f"{each} fewer than one batch of {int(batch_size)} ({len(split['labeled'])} labeled + "

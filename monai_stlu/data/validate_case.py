@@ -34,6 +34,8 @@ class ValidateSegmentationd(MapTransform):
         spatial_dims: the number of spatial dimensions every image must have (channel-first), or None.
         in_channels: the number of image channels the network takes, or None.
         refuse_constant: refuse an image (or a channel of it) whose voxels are all equal: a blank volume.
+        merge_labels: the label's classes are merged into foreground afterwards (BraTS whole tumour): its values
+            must be whole numbers >= 0, of any class number.
 
     Raises:
         ValueError: on an image of other dimensions or channels (a 4-D time series sent to a 3-D network, say),
@@ -49,6 +51,7 @@ class ValidateSegmentationd(MapTransform):
         spatial_dims: int | None = 3,
         in_channels: int | None = None,
         refuse_constant: bool = True,
+        merge_labels: bool = False,
     ):
         super().__init__(keys, allow_missing_keys)
         if len(self.keys) != 2:
@@ -57,6 +60,7 @@ class ValidateSegmentationd(MapTransform):
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.refuse_constant = refuse_constant
+        self.merge_labels = merge_labels
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
@@ -101,7 +105,9 @@ class ValidateSegmentationd(MapTransform):
                 f"{lname}: label shape {list(label.shape[1:])} does not match image shape {list(arr.shape[1:])}."
             )
         values = torch.unique(label)
-        bad = [v for v in values.tolist() if v != int(v) or not 0 <= v < self.num_classes]
+        top = float("inf") if self.merge_labels else self.num_classes
+        bad = [v for v in values.tolist() if v != int(v) or not 0 <= v < top]
         if bad:
             shown = [int(v) if v == int(v) else round(float(v), 4) for v in bad[:5]]
-            raise ValueError(f"{lname}: label values {shown} are outside the classes 0..{self.num_classes - 1}.")
+            classes = "whole numbers 0 or more" if self.merge_labels else f"the classes 0..{self.num_classes - 1}"
+            raise ValueError(f"{lname}: label values {shown} are outside {classes}.")

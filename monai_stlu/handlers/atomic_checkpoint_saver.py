@@ -66,13 +66,15 @@ class _FixedNameAtomicSaver(DiskSaver):  # type: ignore[misc,valid-type]
         except BaseException as e:
             if tmp.exists():
                 tmp.unlink()
-            if isinstance(e, Exception) and _looks_like_a_full_disk(e):
+            if isinstance(e, Exception) and _is_write_failure(e):
                 free = shutil.disk_usage(path.parent).free / 2**20
+                full = _looks_like_a_full_disk(e) or free < _NEARLY_FULL_MIB
+                why = "no space left on the device" if full else f"the write failed ({_first_line(e)})"
                 raise OSError(
-                    errno.ENOSPC,
-                    f"{path} could not be written: no space left on the device ({free:.0f} MiB free there; the "
-                    f"previous file is intact). Free some space or write the run elsewhere (--bundle_root DIR), then "
-                    "run the same command again: it resumes.",
+                    errno.ENOSPC if full else errno.EIO,
+                    f"{path} could not be written: {why} ({free:.0f} MiB free there; the previous file is intact). "
+                    "Free some space or write the run elsewhere (--bundle_root DIR), then run the same command "
+                    "again: it resumes.",
                     str(path),
                 ) from e
             raise
@@ -89,9 +91,22 @@ class _FixedNameAtomicSaver(DiskSaver):  # type: ignore[misc,valid-type]
             logging.getLogger(__name__).warning(f"{os.path.join(self.dirname, filename)} was already gone.")
 
 
+_NEARLY_FULL_MIB = 64  # a write that fails with less free space than this failed for want of it
+# torch's words for a write that failed under it (a full disk among the causes: its C++ stream says no more)
+_WRITE_FAILURES = ("file write failed", "iostream error", "PytorchStreamWriter failed", "unexpected pos")
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+
+
 def _looks_like_a_full_disk(e: BaseException) -> bool:
     text = str(e)
     return (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left" in text or "file write failed" in text
+
+
+def _is_write_failure(e: BaseException) -> bool:
+    return _looks_like_a_full_disk(e) or any(t in str(e) for t in _WRITE_FAILURES)
 
 
 class AtomicCheckpointSaver(CheckpointSaver):

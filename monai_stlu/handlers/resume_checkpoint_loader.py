@@ -8,6 +8,7 @@ import glob
 import logging
 import os
 import re
+from collections.abc import Mapping
 
 import torch
 from monai.handlers import CheckpointLoader
@@ -36,6 +37,22 @@ def latest_checkpoint(ckpt_dir: str, pattern: str = "checkpoint_*.pt") -> str | 
     """The newest file matching ``pattern`` in ``ckpt_dir`` (see :py:func:`checkpoints_newest_first`), or None."""
     files = checkpoints_newest_first(ckpt_dir, pattern)
     return files[0] if files else None
+
+
+def _check_not_past_the_end(checkpoint: Mapping, path: str, engine: Engine) -> None:
+    """Refuse to resume a run that already went further than this one is asked to (ignite's own words are a key dump
+    about epochs: ``Epoch count (4) in checkpoint is larger than ... max_epochs (2)``)."""
+    trainer = checkpoint.get("trainer") if isinstance(checkpoint, Mapping) else None
+    if not isinstance(trainer, Mapping) or engine.state.max_epochs is None:
+        return
+    iteration = int(trainer.get("iteration", 0) or 0)
+    planned = engine.state.max_epochs * int(engine.state.epoch_length or trainer.get("epoch_length") or 1)
+    if iteration > planned:
+        raise ValueError(
+            f"{path}: this run already reached iteration {iteration}, beyond the {planned} it is now asked for "
+            f"(--max_iterations): give --max_iterations {iteration} or more to continue it, train into another folder "
+            "(--output_subdir NAME), or start afresh with --resume false."
+        )
 
 
 class ResumeCheckpointLoader(CheckpointLoader):
@@ -99,6 +116,7 @@ class ResumeCheckpointLoader(CheckpointLoader):
                 logger.warning(f"cannot read checkpoint {path} ({reason}); trying an older one.")
                 continue
             check_checkpoint_fits(self.all_load_dict, checkpoint, path)
+            _check_not_past_the_end(checkpoint, path, engine)
             # a record written by a newer version of the saver may be absent from an older checkpoint
             self.load_dict = {k: v for k, v in self.all_load_dict.items() if k in checkpoint or k != "run_info"}
             self.load_path = path

@@ -8,7 +8,7 @@ import csv
 import logging
 import math
 import os
-import tempfile
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,18 +30,16 @@ __all__ = ["SegmentationMetricsSaver", "write_csv_atomic"]
 
 def write_csv_atomic(path: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Write a CSV through a temporary file in the same folder, then rename it into place, readable as any new file
-    of this process (the temporary file's private mode 0600 is not kept: colleagues read the metrics)."""
+    of this process (created with the process's umask, which is never changed: colleagues read the metrics)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".csv")
+    tmp = os.path.join(folder, f".tmp_{os.getpid()}_{uuid.uuid4().hex}.csv")
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the umask applies, as to any new file
     try:
         with os.fdopen(fd, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(header)
             writer.writerows(rows)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

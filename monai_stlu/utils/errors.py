@@ -8,7 +8,8 @@ ConfigExpression ...``, ``Failed to instantiate component ...``), and MONAI's ``
 of the traceback. :py:func:`install_error_hook` replaces ``sys.excepthook`` (and ``threading.excepthook``) in
 command-line runs: the full traceback is printed as before, then one blank line and the root sentence
 (:py:func:`explain`) as the last line, and the process exits with status 1 at once, so no worker thread (a
-``CacheDataset`` pool still inside h5py, a loader thread) can keep it alive or abort it at shutdown.
+``CacheDataset`` pool still inside h5py, a loader thread) can keep it alive or abort it at shutdown. SIGTERM runs the
+same cleanups (a run's lock is released) before the process dies of it.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ _installed = False
 
 
 def on_fatal_error(func: Callable[[], None]) -> Callable[[], None]:
-    """Register ``func`` to run when the hook ends the process (e.g. releasing a run's lock); returns ``func``."""
+    """Register ``func`` to run when the hook ends the process (e.g. releasing a run's lock), or SIGTERM does;
+    returns ``func``."""
     _cleanups.append(func)
     return func
 
@@ -78,14 +80,71 @@ def _config_files() -> list[str]:
     return config_files_from_argv(sys.argv)
 
 
+def _run_folders() -> list[str]:
+    """The folders this command writes to, from its command line (``--ckpt_dir``, ``--output_dir``, ``--bundle_root``,
+    ``--filepath``'s folder), else the bundle folder of its first config file."""
+    from monai_stlu.utils.bundle import _root_from_config_path, argv_value
+
+    def plain(flag: str) -> list[str]:  # its values that name a folder as they stand (the last one wins)
+        values = [argv_value(sys.argv[i:], flag) for i, arg in enumerate(sys.argv) if arg.split("=", 1)[0] == flag]
+        return [v for v in values if v and not v.startswith(("$", "@", "%"))][-1:]
+
+    folders = [f for flag in ("--ckpt_dir", "--output_dir", "--bundle_root") for f in plain(flag)]
+    folders += [os.path.dirname(os.path.abspath(f)) for f in plain("--filepath")]
+    if not folders and _config_files():
+        folders = [_root_from_config_path(_config_files()[0])]
+    return list(dict.fromkeys(folders))
+
+
+def _free_space(folder: str) -> str:
+    import shutil
+
+    while folder and not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free"
+    except OSError:
+        return "free space unknown"
+
+
+def _state_dict_mismatch() -> str | None:
+    """For a model file that does not fit the network an export builds (``ckpt_export``/``onnx_export``): what the
+    file holds, named."""
+    from monai_stlu.utils.bundle import argv_value
+
+    ckpt = argv_value(sys.argv, "--ckpt_file")
+    if not ckpt:
+        return None
+    try:
+        import torch
+
+        from monai_stlu.handlers.checkpoint_fit import describe_state_dict
+
+        held = describe_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
+    except Exception:  # the description is a courtesy; the sentence stands without it
+        held = "other weights"
+    return (f"{ckpt}: holds {held}, which does not fit the network the configs build: export it with the method and "
+            "network keys it was trained with (monai_stlu export --model reads them from the model's record; for a "
+            "model without one give --method NAME and its keys, e.g. --n_filters 8 for a quick.json model).")
+
+
 def _foreign(exc: BaseException) -> str | None:
-    """A sentence for the common errors raised outside this package (full disk, broken JSON, a missing config)."""
+    """A sentence for the common errors raised outside this package (full disk, broken JSON, a missing config, an
+    exported model that does not fit its network)."""
     text = str(exc)
     if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in text:
         where = getattr(exc, "filename", None)
-        return (f"No space left on the device{f' while writing {where}' if where else ''}: free some space there or "
-                "write the run elsewhere (--bundle_root DIR, or monai_stlu train --output DIR), then run the same "
-                "command again (it resumes).")
+        folders = [os.path.dirname(os.path.abspath(where))] if where else _run_folders()
+        place = f" while writing {where}" if where else (
+            f" while writing the run's files (under {', '.join(folders)})" if folders else "")
+        free = f" ({_free_space(folders[0])} there)" if folders else ""
+        return (f"No space left on the device{place}{free}: free some space there or write the run elsewhere "
+                "(--bundle_root DIR, or monai_stlu train --output DIR), then run the same command again (it "
+                "resumes).")
+    if "Error(s) in loading state_dict" in text:
+        sentence = _state_dict_mismatch()
+        if sentence:
+            return sentence
     if isinstance(exc, json.JSONDecodeError):
         for path in _config_files():
             try:
@@ -107,6 +166,10 @@ def explain(exc: BaseException) -> str:
     """The one sentence that says what went wrong: the innermost error this package raised (its message names the
     file or key and the problem), else a sentence for a known foreign error, else the innermost error's own line."""
     chain = exception_chain(exc)
+    full = [e for e in chain if isinstance(e, OSError) and e.errno == errno.ENOSPC and e.strerror == os.strerror(
+        errno.ENOSPC)]  # the system's own words for a full disk, wherever raised: said with the file (if any) and room
+    if full:
+        return str(_foreign(next((e for e in full if e.filename), full[-1])))
     ours = [e for e in reversed(chain) if _raised_here(e)]  # innermost first
     for e in ours:  # a sentence raised from a bare error of ours (a StopIteration turned into a ValueError) wins
         if isinstance(e, _SENTENCE_TYPES) and " " in str(e).strip():  # KeyError('x') from a bug is no sentence
@@ -169,6 +232,19 @@ def _thread_hook(args: threading.ExceptHookArgs) -> None:
     _finish(args.exc_type, args.exc_value, args.exc_traceback, thread=getattr(args.thread, "name", ""))
 
 
+def _cleanup_and_die(signum: int, frame: object) -> None:
+    """SIGTERM: run the registered cleanups (a run's lock is released), then die of the signal as before."""
+    import signal
+
+    for cleanup in list(_cleanups):
+        try:
+            cleanup()
+        except Exception:  # noqa: S110 - nothing may stop the exit
+            pass
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
 def is_command_line_run(argv: list[str] | None = None) -> bool:
     """Whether this process is a command a user typed: ``python -m monai.bundle ...`` (also under ``torchrun``),
     ``python -m monai_stlu ...`` or the ``monai_stlu`` console script."""
@@ -192,5 +268,10 @@ def install_error_hook(force: bool = False) -> bool:
         return False
     sys.excepthook = _excepthook
     threading.excepthook = _thread_hook
+    if threading.current_thread() is threading.main_thread():
+        import signal
+
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # a stopped run releases its lock (on_fatal_error)
+            signal.signal(signal.SIGTERM, _cleanup_and_die)
     _installed = True
     return True

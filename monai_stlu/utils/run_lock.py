@@ -23,6 +23,15 @@ class RunLockedError(RuntimeError):
     """Another live run holds the folder."""
 
 
+_SETTLE_SECONDS = 1.0
+
+
+def _valid_record(record: dict) -> bool:
+    """Whether a lock file's record names a holder (a positive integer PID)."""
+    pid = record.get("pid")
+    return isinstance(pid, int) and not isinstance(pid, bool) and pid > 0
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -38,8 +47,9 @@ class RunLock:
     and command), so two runs never write the same checkpoints.
 
     :py:meth:`acquire` creates the file atomically. A second run into a locked folder stops with one sentence naming
-    the holder and the ways out; a lock left by a dead process on this host (a killed run) is taken over with a
-    warning; the holding process may acquire again (MONAI Label trains several times in one process). The lock is
+    the holder and the ways out; a lock left by a dead process on this host (a killed run), and one that names no
+    holder (empty, cut short by a full disk, unreadable), is taken over with a warning; the holding process may
+    acquire again (MONAI Label trains several times in one process). The file is private (mode 0600). The lock is
     released by :py:meth:`release` (a bundle's ``finalize``), at interpreter exit, and when the project's error hook
     ends a failed run. Under ``torchrun`` only rank 0 (``RANK``) takes it.
 
@@ -78,13 +88,34 @@ class RunLock:
             return {}
 
     def _write_new(self) -> bool:
+        """Create the lock file with this process's record (mode 0600: the command line may carry a tracking URI's
+        token); False when it exists. A record that cannot be written (a full disk) leaves no file behind."""
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as f:
-            json.dump(self._record(), f)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self._record(), f)
+        except BaseException as e:
+            os.remove(self.path)
+            if isinstance(e, OSError) and e.filename is None:  # a write names no file: name the lock
+                raise OSError(e.errno, e.strerror or str(e), self.path) from e
+            raise
         return True
+
+    def _take_over(self, why: str) -> None:
+        logger.warning(f"{self.path}: taking over the lock of {why}.")
+        tmp = f"{self.path}.{os.getpid()}"
+        fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self._record(), f)
+            os.replace(tmp, self.path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
 
     def acquire(self) -> RunLock:
         """Take the lock (see the class docstring).
@@ -101,16 +132,19 @@ class RunLock:
             holder = self.read()
             if holder is None:
                 continue  # released in between
-            pid, host = int(holder.get("pid", -1) or -1), holder.get("host")
+            if not _valid_record(holder):
+                time.sleep(_SETTLE_SECONDS)  # a lock being created by another run is empty for an instant
+                holder = self.read()
+                if holder is None:
+                    continue
+                if not _valid_record(holder):  # empty, unreadable or foreign: no live holder is named in it
+                    self._take_over("no run (the file names no holder: empty, cut short or unreadable)")
+                    continue  # read back: another taker may have replaced it too
+            pid, host = int(holder["pid"]), holder.get("host")
             if pid == os.getpid() and host == socket.gethostname():
                 break  # this process holds it already
-            if host == socket.gethostname() and pid > 0 and not _pid_alive(pid):
-                logger.warning(f"{self.path}: taking over the lock of a run that is gone (PID {pid}, started "
-                               f"{holder.get('started', '?')}).")
-                tmp = f"{self.path}.{os.getpid()}"
-                with open(tmp, "w") as f:
-                    json.dump(self._record(), f)
-                os.replace(tmp, self.path)
+            if host == socket.gethostname() and not _pid_alive(pid):
+                self._take_over(f"a run that is gone (PID {pid}, started {holder.get('started', '?')})")
                 continue  # read back: another taker may have replaced it too
             raise RunLockedError(
                 f"{self.folder} is in use by another run (PID {holder.get('pid', '?')} on {holder.get('host', '?')}, "

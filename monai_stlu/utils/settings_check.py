@@ -171,6 +171,7 @@ def check_settings(
     strides: Mapping[str, Sequence[int] | None] | None = None,
     val_interval: int | None = None,
     sw_batch_size: int | None = None,
+    max_iterations: Any = None,
 ) -> None:
     """Check settings that would otherwise fail (or silently misbehave) after minutes of loading.
 
@@ -181,10 +182,15 @@ def check_settings(
             apart than their size leave voxels unseen).
         val_interval: iterations between validations (>= 1).
         sw_batch_size: windows per forward pass (>= 1).
+        max_iterations: the training's length, a whole number >= 1 (``--max_iterations abc`` arrives as a string).
 
     Raises:
         ValueError: one sentence naming the key, its value and the rule.
     """
+    if max_iterations is not None:
+        whole = isinstance(max_iterations, int) and not isinstance(max_iterations, bool)
+        if not whole or max_iterations < 1:
+            raise ValueError(f"max_iterations must be a whole number of iterations, 1 or more, got {max_iterations!r}.")
     patch = [int(p) for p in patch_size]
     for name, stride in (strides or {}).items():
         if stride is None:
