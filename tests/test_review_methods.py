@@ -389,12 +389,13 @@ def reference_weight(consistency, rampup, iter_num):
 
 
 @pytest.mark.parametrize(
-    "method,weight,rampup,offset,factor",
-    [("dtc", 1.0, 40, 0, StepDecay), ("sassnet", 0.01, 40, 0, StepDecay), ("ssnet", 1.0, 40, 1, StepDecay),
-     ("dan", 0.1, 200, 0, PolyDecay)],
+    "method,weight,rampup,offset,factor,budget",
+    [("dtc", 1.0, 40, 0, StepDecay, 6000), ("sassnet", 0.01, 40, 0, StepDecay, 6000),
+     ("ssnet", 1.0, 40, 1, StepDecay, 15000), ("dan", 0.1, 200, 0, PolyDecay, 30000)],
 )
-def test_method_files_set_the_references_weights_ramps_and_schedules(method, weight, rampup, offset, factor):
-    cfg = parsed("train.json", f"methods/{method}.json")
+def test_method_files_set_the_references_weights_ramps_and_schedules(method, weight, rampup, offset, factor, budget):
+    """At the reference's own budget (its max_iterations), the method file's ramp and LR are the reference's exactly."""
+    cfg = parsed("train.json", f"methods/{method}.json", max_iterations=budget)
     ramp = RampUpHandler(
         None, "consistency_weight", cfg.get_parsed_content("unsup_weight"), 0.0,
         cfg.get_parsed_content("ramp_length"), cfg.get_parsed_content("ramp_iterations"),

@@ -41,7 +41,8 @@ class RampUpHandler:
         end_value: the value after the ramp (``gamma_max``).
         start_value: the value the ramp starts from.
         ramp_length: the ramp length ``T`` in steps.
-        iterations_per_step: iterations per ramp step.
+        iterations_per_step: iterations per ramp step, not necessarily whole (the bundles scale the reference's 150
+            to the run's budget: ``max_iterations * 150 / reference_iterations``).
         iteration_offset: added to the 0-based iteration before the division: 1 for a reference that computes its
             weight after incrementing its counter (SS-Net's ``iter_num // 150`` follows ``iter_num += 1``).
 
@@ -58,7 +59,7 @@ class RampUpHandler:
         end_value: float = 1.0,
         start_value: float = 0.0,
         ramp_length: float = 40,
-        iterations_per_step: int = 150,
+        iterations_per_step: float = 150,
         iteration_offset: int = 0,
     ) -> None:
         if attribute is not None and not isinstance(attribute, str):
@@ -72,7 +73,7 @@ class RampUpHandler:
         self.end_value = float(end_value)
         self.start_value = float(start_value)
         self.ramp_length = ramp_length
-        self.iterations_per_step = int(iterations_per_step)
+        self.iterations_per_step = float(iterations_per_step)
         self.iteration_offset = int(iteration_offset)
 
     @staticmethod

@@ -26,12 +26,15 @@ def sigmoid_rampup(current: float, rampup_length: float) -> float:
 
 
 def ramp_value(
-    iteration: int, end_value: float, start_value: float = 0.0, ramp_length: float = 40, iterations_per_step: int = 150
+    iteration: int, end_value: float, start_value: float = 0.0, ramp_length: float = 40,
+    iterations_per_step: float = 150,
 ) -> float:
     """Value of a sigmoid ramp from ``start_value`` to ``end_value`` at a 0-based training iteration.
 
     The ramp's step is ``t = iteration // iterations_per_step`` (the community code's ``iter_num // 150``),
-    so with the defaults the value reaches ``end_value`` after 40 * 150 = 6,000 iterations.
+    so with the defaults the value reaches ``end_value`` after 40 * 150 = 6,000 iterations. A fractional step (a
+    reference's 150 iterations scaled to a shorter run, say 2.5) counts ``floor(iteration / 2.5)``, so the ramp
+    still ends at the same fraction of the run.
 
     Args:
         iteration: 0-based iteration count (ignite's ``engine.state.iteration - 1`` during an iteration).
@@ -39,12 +42,12 @@ def ramp_value(
         start_value: the value the ramp starts from; the returned value at ``t = 0`` is
             ``start + (end - start) * exp(-5)``, as in the reference code.
         ramp_length: ramp length ``T`` in steps.
-        iterations_per_step: iterations per ramp step.
+        iterations_per_step: iterations per ramp step (>= 1, not necessarily whole).
 
     Returns:
         ``start_value + (end_value - start_value) * sigmoid_rampup(t, T)``.
     """
     if iterations_per_step < 1:
         raise ValueError(f"iterations_per_step must be >= 1, got {iterations_per_step}.")
-    t = max(int(iteration), 0) // int(iterations_per_step)
+    t = int(max(int(iteration), 0) // float(iterations_per_step))
     return float(start_value + (end_value - start_value) * sigmoid_rampup(t, ramp_length))

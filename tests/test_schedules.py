@@ -1,0 +1,108 @@
+"""Every method's schedule follows its own reference at the same fraction of any run: the consistency weight and the
+learning rate at iteration i of a B-iteration run equal the reference's at iteration i x budget / B, computed here
+from the references' own formulas and constants (read from their code: the files named below)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from conftest import REPO_ROOT
+from monai_stlu.bundle.schedules import schedule_points, schedule_table
+from monai_stlu.handlers import RampUpHandler
+
+CONFIGS = REPO_ROOT / "bundles" / "stlu_la" / "configs"
+
+# method: (reference file, its max_iterations, consistency weight, consistency_rampup, weight computed after the
+# counter's increment, LR rule: None constant / ("step", 2500) base * 0.1 ** (iter // 2500) / ("poly",) base *
+# (1 - iter / max) ** 0.9, pre-training iterations)
+REFERENCES = {
+    "stlu": ("STLU-Net paper", 15000, 1.0, 40, 0, None, None),
+    "supervised": ("STLU-Net recipe", 15000, None, None, 0, None, None),
+    "mean_teacher": ("SSL4MIS train_mean_teacher_3D.py", 30000, 0.1, 200, 0, ("poly",), None),
+    "cps": ("SSL4MIS train_cross_pseudo_supervision_3D.py", 30000, 0.1, 200, 0, ("poly",), None),
+    "ict": ("SSL4MIS train_interpolation_consistency_training_3D.py", 30000, 0.1, 200, 0, ("poly",), None),
+    "dan": ("SSL4MIS train_adversarial_network_3D.py", 30000, 0.1, 200, 0, ("poly",), None),
+    "cct": ("SSL4MIS train_cross_consistency_training_2D.py", 30000, 0.1, 200, 0, ("poly",), None),
+    "urpc": ("SSL4MIS train_uncertainty_rectified_pyramid_consistency_3D.py", 60000, 0.1, 400, 0, ("poly",), None),
+    "ua_mt": ("UA-MT train_LA_meanteacher_certainty_unlabel.py", 6000, 0.1, 40, 0, ("step", 2500), None),
+    "dtc": ("DTC train_la_dtc.py", 6000, 1.0, 40, 0, ("step", 2500), None),
+    "sassnet": ("SASSnet train_gan_sdfloss.py", 6000, 0.01, 40, 0, ("step", 2500), None),
+    "mcnet": ("MC-Net train_mcnet_3d.py", 15000, 1.0, 40, 0, None, None),
+    "mcnet_plus": ("MC-Net train_mcnet_3d.py", 15000, 1.0, 40, 0, None, None),
+    "ssnet": ("SS-Net train_ss_3d.py", 15000, 1.0, 40, 1, ("step", 2500), None),
+    "bcp": ("BCP LA_BCP_train.py", 15000, None, None, 0, ("step", 2500), 2000),
+}
+
+
+def reference_weight(weight: float, rampup: float, iteration: float) -> float:
+    """``consistency * ramps.sigmoid_rampup(iter_num // 150, consistency_rampup)``, the references' form."""
+    current = min(max(iteration // 150, 0.0), rampup)
+    return weight * math.exp(-5.0 * (1.0 - current / rampup) ** 2)
+
+
+def reference_lr_factor(rule, iteration: float, budget: int, done: float) -> float:
+    """The LR factor the reference trains its 0-based ``iteration`` with: the step rule is set after the iteration
+    that reaches a multiple of 2,500, so it applies from that index on; the poly rule is computed after each step from
+    the count before it, so iteration r trains with the value of r - 1 (``done``: that count, scaled)."""
+    if rule is None:
+        return 1.0
+    if rule[0] == "step":
+        return 0.1 ** (iteration // rule[1])
+    return (1.0 - done / budget) ** 0.9
+
+
+def parsed(method: str, budget: int):
+    from monai.bundle import ConfigParser
+
+    files = [str(CONFIGS / "train.json")] + ([str(CONFIGS / "methods" / f"{method}.json")] if method != "stlu" else [])
+    parser = ConfigParser()
+    parser.read_config(files)
+    parser.update({"max_iterations": budget, "bundle_root": str(REPO_ROOT / "bundles" / "stlu_la")})
+    return parser
+
+
+def test_every_method_file_names_its_reference_budget():
+    for method, (_, budget, *_rest) in REFERENCES.items():
+        assert parsed(method, 1000).get_parsed_content("reference_iterations") == budget, method
+    assert set(REFERENCES) == {p.stem for p in (CONFIGS / "methods").glob("*.json")}
+
+
+@pytest.mark.parametrize("budget", [1000, 3000])
+@pytest.mark.parametrize("method", sorted(REFERENCES))
+def test_the_schedule_is_the_references_at_the_same_fraction(method, budget):
+    """At 40 points through a run of ``budget`` iterations: the ramped weight, the LR factor and BCP's pre-training are
+    the reference's at the matching iteration of its own budget."""
+    _, ref_budget, weight, rampup, after_increment, lr_rule, pretrain = REFERENCES[method]
+    cfg = parsed(method, budget)
+    scale = ref_budget / budget
+    if pretrain is not None:
+        assert cfg.get_parsed_content("bcp_pretrain_iterations") == round(pretrain / scale)
+    start = cfg.get_parsed_content("bcp_pretrain_iterations") if pretrain is not None else 0
+    ramp = RampUpHandler(None, "w", cfg.get_parsed_content("unsup_weight"), 0.0, cfg.get_parsed_content("ramp_length"),
+                         cfg.get_parsed_content("ramp_iterations"), cfg.get_parsed_content("ramp_offset"))
+    factor = cfg.get_parsed_content("lr_factor")
+    for i in range(0, budget, budget // 40):
+        ref_i = i * scale  # the reference's iteration at the same fraction (a whole number for these budgets)
+        if weight is not None:
+            # the reference counts its increment in its own iterations: one of them, scaled, is `after_increment`
+            expected = reference_weight(weight, rampup, (i + after_increment) * scale)
+            assert ramp.value(i) == pytest.approx(expected, rel=1e-12), (method, i)
+        if factor is None:
+            assert lr_rule is None
+        else:
+            expected = reference_lr_factor(lr_rule, ref_i, ref_budget, max(i - 1, 0) * scale)
+            assert factor(start + i) == pytest.approx(expected, rel=1e-9, abs=1e-12), (method, i)
+
+
+def test_the_bundle_readme_table_is_the_one_the_configs_give():
+    """The README's schedule table is generated from the configs, and says what the references do at their budgets."""
+    text = (REPO_ROOT / "bundles" / "stlu_la" / "docs" / "README.md").read_text()
+    start, end = "written by monai_stlu.bundle.schedules.schedule_table -->\n", "<!-- end of schedule table -->"
+    assert text.split(start, 1)[1].split(end, 1)[0] == schedule_table(), "regenerate the table (see its heading)"
+    assert schedule_points("dtc", 6000)["lr_steps"] == [2500, 5000]
+    assert schedule_points("mean_teacher", 30000)["ramp_end"] == 30000
+    assert schedule_points("ssnet", 15000)["ramp_end"] == 6000 - 1  # counted after SS-Net's increment
+    assert schedule_points("mean_teacher", 1000)["ramp_end"] == 1000
+    assert schedule_points("bcp", 1000)["pretrain"] == 133
