@@ -123,6 +123,8 @@ def archive_run(opts: argparse.Namespace, folder: str) -> str:
     csv.writer(text).writerows([("iteration", "dice"), *curve])
     write_text_atomic(os.path.join(dest, "validation.csv"), text.getvalue())
     for src, name in ((os.path.join("test", "metrics.csv"), "test_metrics.csv"),
+                      (os.path.join("test_without_largest_component", "metrics.csv"),
+                       "test_metrics_without_largest_component.csv"),
                       (os.path.join("train", "pseudo_label_quality.csv"), "pseudo_label_quality.csv"),
                       ("segments.json", "segments.json"), ("done.json", "done.json")):
         if os.path.isfile(os.path.join(folder, src)):
@@ -161,6 +163,27 @@ def best_validation(folder: str) -> float:
         return float(json.load(f).get("best_val_dice", "nan"))
 
 
+def literal_settings(protocol: str, method: str, override: list[str], defaults: dict) -> dict:
+    """The keys of ``defaults`` as a run of ``method`` has them: the config files' last literal values, then
+    ``override``'s."""
+    settings = dict(defaults)
+    for path in config_paths(protocol, method):
+        with open(path) as f:
+            config = json.load(f)
+        settings.update({k: config[k] for k in settings if k in config and not str(config[k]).startswith(("@", "$", "%"))})
+    for key, value in zip(override, override[1:]):
+        if key.lstrip("-") in settings:
+            settings[key.lstrip("-")] = value
+    return settings
+
+
+def keeps_largest_component(protocol: str, method: str, override: list[str]) -> bool:
+    """Whether the method's evaluation keeps the largest connected component (as its reference's test script)."""
+    from monai_stlu.utils import as_bool
+
+    return as_bool(literal_settings(protocol, method, override, {"largest_component": False})["largest_component"])
+
+
 def training_precision(protocol: str, method: str, override: list[str]) -> str:
     """The precision the bundle trains a run in on this machine: its ``amp`` and ``amp_dtype`` (the config files' last
     literal values, then ``override``'s) resolved as the trainer resolves them (:py:func:`monai_stlu.utils.autocast_dtype`
@@ -169,14 +192,7 @@ def training_precision(protocol: str, method: str, override: list[str]) -> str:
 
     from monai_stlu.utils import as_bool, autocast_dtype
 
-    settings = {"amp": True, "amp_dtype": "auto"}
-    for path in config_paths(protocol, method):
-        with open(path) as f:
-            config = json.load(f)
-        settings.update({k: config[k] for k in settings if k in config and not str(config[k]).startswith(("@", "$", "%"))})
-    for key, value in zip(override, override[1:]):
-        if key.lstrip("-") in settings:
-            settings[key.lstrip("-")] = value
+    settings = literal_settings(protocol, method, override, {"amp": True, "amp_dtype": "auto"})
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = autocast_dtype(device, settings["amp_dtype"]) if as_bool(settings["amp"]) else None  # the trainer's reading
     return str(dtype or torch.float32).replace("torch.", "")
@@ -270,11 +286,18 @@ def run_one(opts: argparse.Namespace, method: str, seed: int) -> dict | None:
         return None
     bundle(["run", "--config_file", config_files(opts.protocol, method, "evaluate.json"), *common,
             "--output_dir", os.path.join(out, "test")], os.path.join(out, "eval.log"))
+    unprocessed = None
+    if keeps_largest_component(opts.protocol, method, opts.override):  # every row is also reported without it
+        unprocessed = os.path.join(out, "test_without_largest_component")
+        bundle(["run", "--config_file", config_files(opts.protocol, method, "evaluate.json"), *common,
+                "--largest_component", "false", "--output_dir", unprocessed], os.path.join(out, "eval.log"))
     summary = {"method": method, "seed": seed, "protocol": opts.protocol, "num_labeled": opts.num_labeled,
                "commit": commits[-1], "commits": commits, "precisions": precisions,
                "cpus": distinct(segments, "cpu"),
                "train_minutes": (trained - start) / 60, "eval_minutes": (time.time() - trained) / 60, "override": opts.override,
                "test": mean_metrics(os.path.join(out, "test", "metrics.csv"))}
+    if unprocessed:
+        summary["test_without_largest_component"] = mean_metrics(os.path.join(unprocessed, "metrics.csv"))
     if stopped is not None:
         summary["stopped_at_iteration"] = stopped[0]
     timing = training_minutes(os.path.join(out, "train.log"))
@@ -560,13 +583,15 @@ def report(opts: argparse.Namespace) -> str:
         raise SystemExit(f"no finished run in {opts.work_dir} or {opts.archive_dir}: run `python benchmarks/quality.py run` first.")
     per_case, lines = [], []
     header = ("| method | seeds | Dice % | Jaccard % | HD95 (vox) | ASD (vox) | HD95 (mm) | ASD (mm) | per-seed Dice % "
-              "| per-seed best validation Dice % |")
-    lines += [header, "|" + "---|" * 10]
+              "| per-seed best validation Dice % | Dice % without the largest-component step |")
+    lines += [header, "|" + "---|" * 11]
     csv_rows = []
     for method in sorted(runs, key=lambda m: (METHODS.index(m) if m in METHODS else 99, m)):
-        rows_all, seed_means, seed_val = [], [], []
+        rows_all, seed_means, seed_val, raw = [], [], [], []
         for seed, folder in sorted(runs[method].items()):
             rows = read_cases(os.path.join(folder, "test_metrics.csv"))
+            unprocessed = os.path.join(folder, "test_metrics_without_largest_component.csv")
+            raw += [100 * float(r["dice"]) for r in read_cases(unprocessed)] if os.path.isfile(unprocessed) else []
             rows_all += rows
             seed_means.append(100 * sum(float(r["dice"]) for r in rows) / len(rows))
             # the figure model selection saw (validation cases only): what variants are compared on
@@ -580,7 +605,8 @@ def report(opts: argparse.Namespace) -> str:
             csv_rows.append([method, k, m, s, len(rows_all)])
         csv_rows.append([method, "best_val_dice", *mean_std([v / 100 for v in seed_val]), len(seed_val)])
         lines.append(f"| {method} | {len(runs[method])} | " + " | ".join(cells) + " | "
-                     + ", ".join(f"{v:.2f}" for v in seed_means) + " | " + ", ".join(f"{v:.2f}" for v in seed_val) + " |")
+                     + ", ".join(f"{v:.2f}" for v in seed_means) + " | " + ", ".join(f"{v:.2f}" for v in seed_val)
+                     + " | " + ("{:.2f} ± {:.2f}".format(*mean_std(raw)) if raw else "(not post-processed)") + " |")
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(out, "summary.csv"), "w", newline="") as f:

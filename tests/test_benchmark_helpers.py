@@ -88,15 +88,17 @@ def test_training_precision_is_the_trainers_own():
     from benchmarks.quality import config_paths, machine_facts, training_precision
     from monai_stlu.utils import cpu_supports_bf16
 
-    expected = {(): "bfloat16" if cpu_supports_bf16() else "float32", ("--amp", "false"): "float32",
-                ("--amp_dtype", "bf16"): "bfloat16", ("--amp", "false", "--amp_dtype", "bf16"): "float32",
-                ("--amp_dtype", "float32"): "float32"}
+    native = "bfloat16" if cpu_supports_bf16() else "float32"
+    expected = {(): "float32", ("--amp", "true"): native, ("--amp", "false"): "float32",  # the protocol: float32
+                ("--amp", "true", "--amp_dtype", "bf16"): "bfloat16",
+                ("--amp", "false", "--amp_dtype", "bf16"): "float32",
+                ("--amp", "true", "--amp_dtype", "float32"): "float32"}
     for override, precision in expected.items():
         parser = ConfigParser()
         parser.read_config(config_paths("cpu", "mean_teacher"))
         parser.update({k.lstrip("-"): v for k, v in zip(override[::2], override[1::2])})
         parsed = {k: str(parser.get_parsed_content(k)).lower() for k in ("amp", "amp_dtype")}
-        assert parsed["amp"] == ("false" if "false" in override else "true"), (override, parsed)
+        assert parsed["amp"] == ("true" if "true" in override else "false"), (override, parsed)
         assert training_precision("cpu", "mean_teacher", list(override)) == precision, override
     facts = machine_facts("float32")
     assert facts["precision"] == "float32" and facts["threads"] == torch.get_num_threads() and facts["cpu"]
@@ -180,6 +182,10 @@ def test_report_from_the_archive_outlives_the_work_folder(tmp_path):
     (run / "train").mkdir()
     (run / "test" / "metrics.csv").write_text("case,class,dice,jaccard,hd95_vox,asd_vox,hd95_mm,asd_mm\n" + "".join(
         f"{c},1,{d},0.5,3.0,1.0,2.0,0.5\n" for c, d in zip(cases, (0.6, 0.8))))
+    (run / "test_without_largest_component").mkdir()  # DTC's reference keeps the largest component; without it:
+    (run / "test_without_largest_component" / "metrics.csv").write_text(
+        "case,class,dice,jaccard,hd95_vox,asd_vox,hd95_mm,asd_mm\n" + "".join(
+            f"{c},1,{d},0.5,3.0,1.0,2.0,0.5\n" for c, d in zip(cases, (0.5, 0.7))))
     (run / "train.log").write_text(  # the evaluator's lines, every val_interval (5) epochs of 1 iteration each
         "x Epoch[1] Metrics -- val_mean_dice: 0.2500\nx Epoch[2] Metrics -- val_mean_dice: 0.4375\n"
         "x Epoch[3] Metrics -- val_mean_dice: 0.3125\n")
@@ -198,12 +204,14 @@ def test_report_from_the_archive_outlives_the_work_folder(tmp_path):
     kept = archive / "dtc_seed0"
     assert (kept / "validation.csv").read_text().split() == ["iteration,dice", "5,0.25", "10,0.4375", "15,0.3125"]
     for src, name in (("test/metrics.csv", "test_metrics.csv"), ("train/pseudo_label_quality.csv",
-                      "pseudo_label_quality.csv"), ("segments.json", "segments.json"), ("done.json", "done.json")):
+                      "pseudo_label_quality.csv"), ("segments.json", "segments.json"), ("done.json", "done.json"),
+                      ("test_without_largest_component/metrics.csv", "test_metrics_without_largest_component.csv")):
         assert (kept / name).read_text() == (run / src).read_text()
     assert not list(archive.rglob("*.partial"))
     summary = (res / "summary.md").read_text()
-    assert "| dtc | 1 | 70.00 ± 10.00 |" in summary and summary.splitlines()[2].endswith("| 70.00 | 43.75 |")
-    assert "| urpc | 1 | 70.00 ± 0.00 |" in summary and "| 74.63 |" in summary
+    assert "| dtc | 1 | 70.00 ± 10.00 |" in summary
+    assert summary.splitlines()[2].endswith("| 70.00 | 43.75 | 60.00 ± 10.00 |")  # also without the post-processing
+    assert "| urpc | 1 | 70.00 ± 0.00 |" in summary and "| 74.63 | (not post-processed) |" in summary
     assert not (res / "overlay.png").exists()  # no run has predictions in a work folder: no picture
     shutil.rmtree(work)
     (res / "summary.md").unlink()
@@ -235,3 +243,14 @@ def test_head_can_score_foreground_tells_a_head_that_never_predicts_foreground(n
         assert head_can_score_foreground(net) is True
         assert (net.eval()(x).argmax(1) > 0).any()
     assert head_can_score_foreground(torch.nn.Sequential(torch.nn.ReLU())) is None
+
+
+def test_protocol_runs_know_which_evaluations_keep_the_largest_component():
+    """The runs whose reference evaluates with the largest connected component (BCP, DTC, SS-Net) are evaluated a
+    second time without it; an override turns it off for a run."""
+    from benchmarks.quality import keeps_largest_component
+
+    methods = ("bcp", "dtc", "ssnet", "sassnet", "mean_teacher", "stlu")
+    kept = {m for m in methods if keeps_largest_component("cpu", m, [])}
+    assert kept == {"bcp", "dtc", "ssnet"}
+    assert not keeps_largest_component("cpu", "dtc", ["--largest_component", "false"])

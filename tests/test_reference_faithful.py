@@ -270,6 +270,25 @@ def test_cps_weight_initialisations(scheme, std):
 def test_cps_networks_start_kaiming_and_xavier():
     cfg = parsed("train.json", "methods/cps.json")
     assert cfg.get_parsed_content("method").init_a == "kaiming" and cfg.get_parsed_content("method").init_b == "xavier"
+    # a documented key: the bundle's own initialisation, as every other method has it
+    same = parsed("train.json", "methods/cps.json", cps_init_a="default", cps_init_b="default")
+    same = same.get_parsed_content("method")
+    assert same.init_a == same.init_b == "default"
+
+
+@pytest.mark.parametrize("method, kept", [("bcp", True), ("dtc", True), ("ssnet", True), ("sassnet", False),
+                                          ("mcnet", False), ("stlu", False)])
+def test_evaluation_keeps_the_largest_component_where_the_reference_test_does(method, kept):
+    """BCP's, DTC's and SS-Net's test_LA.py post-process with the largest connected component (nms=1 by default);
+    SASSNet's (nms=0), MC-Net's and the STLU-Net paper's do not."""
+    files = ["train.json", "evaluate.json"] + ([f"methods/{method}.json"] if method != "stlu" else [])
+    assert parsed(*files).get_parsed_content("largest_component") is kept
+
+
+def test_the_cpu_protocol_trains_and_evaluates_in_float32():
+    """The same numbers on every CPU: amp off, whatever bf16 the machine has."""
+    assert parsed("train.json", "cpu_protocol.json").get_parsed_content("amp") is False
+    assert parsed("train.json", "cpu_protocol.json", "evaluate.json").get_parsed_content("amp") is False
 
 
 def test_method_table_in_the_bundle_readme_names_each_schedule():
