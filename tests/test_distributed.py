@@ -1,5 +1,7 @@
 """Multi-process training on CPU (Gloo) with ``torchrun``, as ``multi_gpu_train.json`` runs it on GPUs (NCCL): every
-network a method owns (the trained one, CPS's network B, Mean Teacher's EMA teacher) ends equal on both ranks, though
+network a method owns (the trained one, CPS's network B, Mean Teacher's EMA teacher, SASSNet's discriminator) ends
+equal on both ranks, for the methods that call the network's other entry points too (DTC, SASSNet, CCT, URPC, MC-Net,
+MC-Net+, SS-Net: EntryPointDDP), though
 each rank draws its own shard and its own augmentations (without DistributedDataParallel they differ: the check can
 fail), and a distributed run resumes from its checkpoint."""
 
@@ -48,7 +50,12 @@ def rank_difference(root) -> tuple[float, set[str]]:
     return max(float((a[k] - b[k]).abs().max()) for k in a), {".".join(k.split(".")[:2]) for k in a}
 
 
-@pytest.mark.parametrize("method, owned", [("stlu", None), ("cps", "method.network_b"), ("mean_teacher", "method.teacher")])
+@pytest.mark.parametrize("method, owned", [
+    ("stlu", None), ("cps", "method.network_b"), ("mean_teacher", "method.teacher"),
+    # the methods that call another entry point of the network (forward_sdf, forward_all, forward_embedding)
+    ("dtc", None), ("sassnet", "method.discriminator"), ("cct", None), ("urpc", None), ("mcnet", None),
+    ("mcnet_plus", None), ("ssnet", None),
+])
 def test_ranks_stay_in_sync(data, method, owned, tmp_path):
     torchrun(method, data, tmp_path, "--max_iterations", "4")
     diff, parts = rank_difference(tmp_path)

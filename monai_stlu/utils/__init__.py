@@ -21,6 +21,7 @@ _EXPORTS = {
                      "check_model_record", "load_model_file", "model_record_of", "read_model_record",
                      "record_overrides"),
     "lazy_package": ("lazy_exports",),
+    "entry_point_ddp": ("EntryPointDDP",),
     "names": ("BACKBONES", "DROPOUT_PLACEMENTS", "METHOD_NAMES", "MIX_STRATEGIES"),
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

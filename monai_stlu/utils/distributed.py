@@ -74,11 +74,14 @@ def average_buffers(module: nn.Module) -> nn.Module:
 
 def ddp(module: nn.Module, device: torch.device | str | None = None) -> nn.Module:
     """``module`` wrapped in DistributedDataParallel when a process group runs (``device_ids`` on CUDA only), else
-    ``module`` itself; its parameters start from rank 0's."""
+    ``module`` itself; its parameters start from rank 0's. The wrapper serves the network's ``forward_*`` entry
+    points too (:py:class:`monai_stlu.utils.EntryPointDDP`)."""
     if not is_distributed() or isinstance(module, nn.parallel.DistributedDataParallel):
         return module
+    from monai_stlu.utils.entry_point_ddp import EntryPointDDP
+
     device = torch.device(device) if device is not None else next(module.parameters()).device
-    return nn.parallel.DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
+    return EntryPointDDP(module, device_ids=[device] if device.type == "cuda" else None)
 
 
 def save_rank_networks(folder: str | None, network: nn.Module, method: nn.Module) -> str | None:

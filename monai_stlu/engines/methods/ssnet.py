@@ -14,6 +14,7 @@ from torch import nn
 from monai_stlu.engines.methods.base import SemiSupervisedMethod
 from monai_stlu.losses.seg_dice_loss import SegDiceLoss
 from monai_stlu.losses.vat_loss import VATLoss
+from monai_stlu.utils.distributed import is_distributed
 from monai_stlu.utils.fast_path import argmax, at_least_float32
 
 __all__ = ["SSNetMethod"]
@@ -152,6 +153,9 @@ class SSNetMethod(SemiSupervisedMethod):
         vat = self.vat(network, x)
         unsup = vat + self.separation_weight * (sep_l + sep_u)
         loss = dice + self.consistency_weight * unsup
+        if is_distributed():  # DDP reduces every parameter each iteration: a selector left out (no memory yet) gets 0
+            selectors = [p for heads in (network.selectors, network.memory_selectors) for p in heads.parameters()]
+            loss = loss + 0.0 * sum(p.sum() for p in selectors)
         return {
             "pred": logits[:b],
             "loss": loss,
