@@ -420,3 +420,31 @@ def test_a_time_limited_bundle_run_resumes_at_the_iteration_it_stopped(synth, tm
     assert f"resumed from {models / 'checkpoint_epoch=1.pt'} at iteration 1." in out
     assert "Epoch: 1/2, Iter: 2/3 " in out and "Epoch: 1/2, Iter: 1/3 " not in out  # iteration 1 not trained again
     assert torch.load(models / "checkpoint_epoch=2.pt", weights_only=True)["trainer"]["iteration"] == 6
+
+
+def test_a_model_file_is_written_with_its_tensors_on_the_cpu(tmp_path):
+    """model.pt holds CPU tensors whatever device trained it (MONAI's ckpt_export and MONAI Label load it without a
+    map_location, which fails on a host without the GPU); BatchNorm's version metadata and the record are kept. The
+    network here lives on the 'meta' device, which no file can be read back onto, standing in for a GPU."""
+    from monai_stlu.handlers import AtomicCheckpointSaver
+    from monai_stlu.utils import model_record_of
+
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 1), torch.nn.BatchNorm3d(2))
+    state = net.state_dict()
+    on_meta = type(state)((k, v.to("meta")) for k, v in state.items())
+    on_meta._metadata = state._metadata
+    record = {"bundle": "stlu_la", "method": "SupervisedMethod", "settings": {"n_filters": 4}}
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": net}, model_record=record, save_final=True,
+                                  final_filename="model.pt")
+    handler = saver._final_checkpoint.save_handler
+    cpu_copy = type(state)((k, torch.zeros_like(v)) for k, v in state.items())  # what .cpu() of the meta tensors gives
+    real_cpu = torch.Tensor.cpu
+    torch.Tensor.cpu = lambda t: torch.zeros(t.shape, dtype=t.dtype) if t.device.type == "meta" else real_cpu(t)
+    try:
+        handler(on_meta, "model.pt")
+    finally:
+        torch.Tensor.cpu = real_cpu
+    loaded = torch.load(tmp_path / "model.pt", weights_only=True)  # no map_location
+    assert all(v.device.type == "cpu" for v in loaded.values()) and loaded.keys() == cpu_copy.keys()
+    assert loaded._metadata["1"]["version"] == state._metadata["1"]["version"]  # BatchNorm's version kept
+    assert model_record_of(loaded) == record

@@ -71,3 +71,58 @@ def test_argument_errors():
         SemiSupervisedTrainer("cpu", 1, loader, net, opt, method=torch.nn.Identity(), unlabeled_data_loader=loader)
     with pytest.raises(ValueError, match="unlabeled_data_loader"):
         SemiSupervisedTrainer("cpu", 1, loader, net, opt, method=STLUMethod())
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """Sphere cases that also say which case they are."""
+
+    def __init__(self, cases):
+        self.cases = cases
+
+    def __len__(self):
+        return len(self.cases)
+
+    def __getitem__(self, i):
+        return {**self.cases[i], "index": i}
+
+
+def _sharded_passes(rank, iterations=24):
+    """The case indices a trainer draws per pass of its labeled loader (8 cases, batches of 2) sharded for ``rank`` of
+    2, as under torchrun (DistributedSampler: 2 batches a pass), in 6-iteration epochs."""
+    from monai.data import DistributedSampler
+
+    from monai_stlu.engines import SupervisedMethod
+
+    cases = _Indexed(sphere_cases(8, size=16, seed=0))
+    labeled = DataLoader(cases, batch_size=2, sampler=DistributedSampler(cases, num_replicas=2, rank=rank))
+    net = torch.nn.Conv3d(1, 2, 1)
+    trainer = SemiSupervisedTrainer("cpu", max_epochs=iterations // 6, train_data_loader=labeled, network=net,
+                                    optimizer=torch.optim.SGD(net.parameters(), lr=0.01), method=SupervisedMethod(),
+                                    epoch_length=6)
+    drawn = []
+    trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: drawn.append(e.state.batch["index"].tolist()))
+    trainer.run()
+    return [drawn[i] + drawn[i + 1] for i in range(0, len(drawn), 2)]
+
+
+def test_sharded_loaders_draw_a_new_order_every_pass_on_every_rank():
+    """Under torchrun each pass of a sharded loader has its own order (set_epoch before every pass, not once per
+    6-iteration epoch while the loader restarts three times in it), and in every pass the two ranks' shards together
+    are all the cases, each once."""
+    from monai_stlu.engines import set_pass
+
+    rank0, rank1 = _sharded_passes(0), _sharded_passes(1)
+    assert len(rank0) == 12  # 24 iterations, 2 batches a pass
+    for a, b in zip(rank0, rank1):
+        assert sorted(a + b) == list(range(8))  # a partition in every pass
+    assert len({tuple(p) for p in rank0}) > 6  # orders change between passes (one fixed order would give 1)
+    # the unlabeled loader is seeded by the same rule when it restarts (next_unlabeled)
+    from monai.data import DistributedSampler
+
+    cases = list(range(8))
+    loader = DataLoader(cases, batch_size=2, sampler=DistributedSampler(cases, num_replicas=2, rank=0))
+    orders = []
+    for batches_drawn in range(0, 24, 2):
+        set_pass(loader, batches_drawn)
+        orders.append(tuple(int(x) for batch in loader for x in batch))
+    assert len(set(orders)) > 6

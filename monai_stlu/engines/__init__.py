@@ -18,4 +18,4 @@ from .methods import (
     UAMTMethod,
     URPCMethod,
 )
-from .semi_supervised_trainer import SemiSupervisedTrainer
+from .semi_supervised_trainer import SemiSupervisedTrainer, set_pass

@@ -22,13 +22,23 @@ from monai_stlu.utils.flags import as_bool
 from monai_stlu.utils.fast_path import as_plain_tensor, autocast, autocast_dtype, to_channels_last
 
 if TYPE_CHECKING:
-    from ignite.engine import EventEnum
+    from ignite.engine import EventEnum, Events
     from ignite.metrics import Metric
 else:
     Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
     EventEnum, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "EventEnum")
+    Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["SemiSupervisedTrainer"]
+__all__ = ["SemiSupervisedTrainer", "set_pass"]
+
+
+def set_pass(loader: Any, batches_drawn: int) -> None:
+    """Seed a sharded loader's order for the pass that starts after ``batches_drawn`` batches: its sampler's
+    ``set_epoch(batches_drawn // len(loader))``, the same number on every rank (each draws one batch per iteration)
+    and after a resume; a loader without ``set_epoch`` (a single process) is left alone."""
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch") and hasattr(loader, "__len__") and len(loader) > 0:
+        sampler.set_epoch(int(batches_drawn) // len(loader))
 
 
 class SemiSupervisedTrainer(Trainer):
@@ -158,6 +168,11 @@ class SemiSupervisedTrainer(Trainer):
             self.method.to(memory_format=torch.channels_last_3d)
         self.unlabeled_data_loader = unlabeled_data_loader
         self._unlabeled_iter: Iterator | None = None
+        # a sharded (DistributedSampler) loader draws a new order for every pass, on every rank alike: ignite restarts
+        # the labeled loader within an epoch (an epoch is a validation interval), which MONAI's once-per-epoch
+        # set_epoch does not reach, and the unlabeled loader restarts in next_unlabeled
+        self.add_event_handler(Events.DATALOADER_STOP_ITERATION,
+                               lambda engine: set_pass(engine.data_loader, engine.state.iteration))
         self.optim_set_to_none = optim_set_to_none
         self.amp_dtype = autocast_dtype(self.state.device, self.amp_kwargs.pop("dtype", None) or amp_dtype)
         self.method.attach(self)
@@ -192,11 +207,13 @@ class SemiSupervisedTrainer(Trainer):
         """The next unlabeled image batch on the trainer's device, restarting the loader when it runs out."""
         if self.unlabeled_data_loader is None:
             raise ValueError("no unlabeled_data_loader was given.")
-        if self._unlabeled_iter is None:
+        if self._unlabeled_iter is None:  # the first pass, or the pass a resumed run is in
+            set_pass(self.unlabeled_data_loader, self.state.iteration)
             self._unlabeled_iter = iter(self.unlabeled_data_loader)
         try:
             batch = next(self._unlabeled_iter)
         except StopIteration:
+            set_pass(self.unlabeled_data_loader, self.state.iteration)
             self._unlabeled_iter = iter(self.unlabeled_data_loader)
             try:
                 batch = next(self._unlabeled_iter)

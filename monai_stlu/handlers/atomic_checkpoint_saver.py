@@ -10,10 +10,12 @@ import logging
 import os
 import re
 import shutil
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from monai.handlers import CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
@@ -41,6 +43,17 @@ def remove_partial_files(folder: str) -> list[str]:
     return removed
 
 
+def _on_cpu(state: Mapping) -> Mapping:
+    """A flat state dict with its tensors on the CPU and its metadata kept: a model trained on a GPU then loads where
+    no GPU is (MONAI's ``ckpt_export`` and MONAI Label load it without a ``map_location``)."""
+    if all(not isinstance(v, torch.Tensor) or v.device.type == "cpu" for v in state.values()):
+        return state
+    moved = OrderedDict((k, v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in state.items())
+    if getattr(state, "_metadata", None) is not None:
+        moved._metadata = state._metadata  # type: ignore[attr-defined]
+    return moved
+
+
 class _FixedNameAtomicSaver(DiskSaver):  # type: ignore[misc,valid-type]
     """ignite's DiskSaver writing through a temporary file and a rename, optionally under one fixed file name."""
 
@@ -50,8 +63,8 @@ class _FixedNameAtomicSaver(DiskSaver):  # type: ignore[misc,valid-type]
         self.record = record
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
-        if self.record:  # a model file that says how to rebuild its network
-            attach_model_record(checkpoint, self.record)
+        if self.record:  # a model file that says how to rebuild its network, and loads on any host
+            checkpoint = attach_model_record(_on_cpu(checkpoint), self.record)
         super().__call__(checkpoint, self.filename or filename, metadata)
 
     def _save_func(self, checkpoint: Mapping, path: Path, func: Callable) -> None:
