@@ -426,6 +426,8 @@ def export(
         return 0
     configs = _bundle_configs(bundle)
     method, recorded, record = _model_settings(str(model), configs, method, overrides)
+    if not dry_run:  # MONAI's exporters write into an existing folder only
+        os.makedirs(os.path.dirname(os.path.abspath(str(o))), exist_ok=True)
     onnx = str(o).lower().endswith(".onnx")
     cmd = [sys.executable, "-m", "monai.bundle", "onnx_export" if onnx else "ckpt_export", "network_def",
            "--filepath", os.path.abspath(str(o)), "--ckpt_file", os.path.abspath(str(model)),
@@ -483,6 +485,9 @@ def evaluate(p: str, l: str, o: str | None = None, num_classes: int = 2, postfix
     from monai_stlu.data import case_id, find_images
     from monai_stlu.handlers import SegmentationMetricsSaver
 
+    for folder, what in ((p, "predictions"), (l, "labels")):
+        if not os.path.exists(str(folder)):
+            raise FileNotFoundError(f"{folder}: no such folder of {what} to evaluate.")
     preds = {}
     for item in find_images(str(p), patterns=("*.nii.gz", "*.nii")):
         name = case_id(item["image"])

@@ -175,6 +175,9 @@ def test_train_predict_evaluate(cli_run):
     assert (tmp_path / "scores" / "per_case_dice.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # evaluate draws it
     missing = cli("evaluate", "-p", tmp_path / "pred", "-l", tmp_path / "inputs" / cases[0], check=False)
     assert missing.returncode != 0 and "no label for the predictions" in missing.stderr + missing.stdout
+    wrong = cli("evaluate", "-p", tmp_path / "pred", "-l", tmp_path / "no_labels", check=False)  # a mistyped path
+    assert wrong.returncode != 0
+    assert wrong.stderr.strip().splitlines()[-1] == f"{tmp_path / 'no_labels'}: no such folder of labels to evaluate."
 
 
 @pytest.mark.long  # four more commands; the bundle's own export parity is in the quick suite (test_bundle_la.py)
@@ -196,8 +199,9 @@ def test_plot_and_export_the_trained_run(cli_run):
     x = torch.randn(2, 1, 32, 32, 32)
     with torch.no_grad():
         expected = net(x).numpy()
-    cli("export", "--model", model, "-o", tmp_path / "m.ts")
-    np.testing.assert_allclose(torch.jit.load(str(tmp_path / "m.ts"))(x).detach().numpy(), expected, atol=1e-5)
+    cli("export", "--model", model, "-o", tmp_path / "new_folder" / "m.ts")  # the folder is made
+    np.testing.assert_allclose(torch.jit.load(str(tmp_path / "new_folder" / "m.ts"))(x).detach().numpy(), expected,
+                               atol=1e-5)
     cli("export", "--model", model, "-o", tmp_path / "m.onnx")
     session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], expected, atol=1e-4)
