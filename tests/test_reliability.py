@@ -349,11 +349,19 @@ def test_convert_nifti_and_check_refuse_4d_and_blank_images(tmp_path):
 @pytest.mark.long  # torchrun: with the other multi-process tests
 def test_under_torchrun_and_with_a_broken_override_file_the_sentence_is_last(synth, tmp_path):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    proc = subprocess.run([sys.executable, "-m", "monai_stlu", "train", "--quick", "--nproc_per_node", "2",
-                           "--dataset_dir", synth, "--output", str(tmp_path), "--num_val", "1", "--num_labeled", "2",
-                           "--progress", "false", "--max_iteration", "3"], capture_output=True, text=True, timeout=300,
-                          env=env, cwd=tmp_path)
+
+    def torchrun_train(*extra):
+        return subprocess.run([sys.executable, "-m", "monai_stlu", "train", "--quick", "--nproc_per_node", "2",
+                               "--dataset_dir", synth, "--output", str(tmp_path), "--num_val", "1", "--num_labeled", "2",
+                               "--progress", "false", *extra], capture_output=True, text=True, timeout=300, env=env,
+                              cwd=tmp_path)
+
+    proc = torchrun_train("--max_iteration", "3")  # refused before torchrun starts
     sentence = "--max_iteration is not a key of the bundle's configs (did you mean --max_iterations?)"
+    assert proc.returncode == 1 and last_line(proc).startswith(sentence), proc.stderr[-3000:]
+    assert "traceback :" not in proc.stderr and "torch.distributed" not in proc.stderr
+    proc = torchrun_train("--val_stride", "[48,48,64]")  # what only the ranks find
+    sentence = "val_stride [48, 48, 64] does not suit patch_size [64, 64, 48]"
     assert proc.returncode == 1 and last_line(proc).startswith(sentence), proc.stderr[-3000:]
     assert f"traceback : {sentence}" in proc.stderr  # torchrun's own failure summary shows it too
     broken = tmp_path / "mine.json"
