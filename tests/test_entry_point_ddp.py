@@ -60,3 +60,21 @@ def test_entry_points_run_inside_ddps_forward_with_the_same_gradients(group):
     assert hasattr(wrapped, "forward_aux") and not hasattr(wrapped, "forward_nothing")
     with pytest.raises(AttributeError):
         wrapped.no_such_head
+
+
+def test_a_process_count_the_split_cannot_feed_is_refused_with_the_numbers():
+    """The LA defaults (8 labeled cases in batches of 2, 4 validation cases) feed at most 4 processes; 8 are refused
+    before any case is loaded, naming the numbers and the largest count that works."""
+    from monai_stlu.utils import check_shards
+
+    for world in (1, 2, 4):
+        check_shards(8, 2, 4, world_size=world)
+    with pytest.raises(ValueError) as err:
+        check_shards(8, 2, 4, world_size=8)
+    assert str(err.value) == (
+        "under torchrun with 8 processes, 8 labeled cases give each process 1, fewer than one batch of 2 and 4 "
+        "validation cases leave 4 processes without one: run at most 4 processes (--nproc_per_node), or label or "
+        "validate more cases (--num_labeled, --num_val), or lower --labeled_batch_size.")
+    with pytest.raises(ValueError, match="5 processes, 4 validation cases leave 1 processes without one: run at most 4"):
+        check_shards(16, 2, 4, world_size=5)
+    check_shards(16, 2, 0, world_size=8)  # no validation: the labeled shares alone

@@ -5,6 +5,7 @@ networks a method owns besides the trained one (CPS's network B, EMA teachers) i
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 
 __all__ = [
     "is_distributed", "init_distributed", "ddp", "broadcast_module", "average_buffers", "save_rank_networks", "rank",
-    "any_rank",
+    "any_rank", "check_shards",
 ]
 
 
@@ -70,6 +71,41 @@ def average_buffers(module: nn.Module) -> nn.Module:
                     dist.all_reduce(b)
                     b.div_(dist.get_world_size())
     return module
+
+
+def check_shards(num_labeled: int, labeled_batch_size: int, num_val: int, world_size: int | None = None) -> None:
+    """Refuse, before any case is loaded, a process count that the split cannot feed: every process draws full
+    labeled batches from its share of the labeled cases (the sampler pads the shares to equal size), and every
+    process scores at least one validation case (a rank without one has no metric to gather).
+
+    Args:
+        num_labeled: labeled cases.
+        labeled_batch_size: labeled cases per batch and process.
+        num_val: validation cases (0: no validation).
+        world_size: processes (default: the running process group's, 1 without one).
+
+    Raises:
+        ValueError: naming the numbers and the largest process count that works.
+    """
+    world = int(world_size) if world_size is not None else (dist.get_world_size() if is_distributed() else 1)
+
+    def fits(w: int) -> bool:
+        return math.ceil(num_labeled / w) >= labeled_batch_size and (num_val == 0 or num_val >= w)
+
+    if world <= 1 or fits(world):
+        return
+    problems = []
+    if math.ceil(num_labeled / world) < labeled_batch_size:
+        problems.append(f"{num_labeled} labeled cases give each process {math.ceil(num_labeled / world)}, fewer than "
+                        f"one batch of {labeled_batch_size}")
+    if 0 < num_val < world:
+        problems.append(f"{num_val} validation cases leave {world - num_val} processes without one")
+    most = max((w for w in range(1, world) if fits(w)), default=1)
+    raise ValueError(
+        f"under torchrun with {world} processes, " + " and ".join(problems) + f": run at most {most} processes "
+        "(--nproc_per_node), or label or validate more cases (--num_labeled, --num_val), or lower "
+        "--labeled_batch_size."
+    )
 
 
 def ddp(module: nn.Module, device: torch.device | str | None = None) -> nn.Module:
