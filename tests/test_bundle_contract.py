@@ -156,7 +156,8 @@ def test_override_file_edits_a_handler_by_id(synth, tmp_path):
                                     "train#handlers#0#end_value": 0.25}))
     proc = run_bundle("run", "training", "--config_file",
                       config_list("stlu_la", "train.json", "quick.json")[:-1] + f",'{override}']",
-                      "--dataset_dir", synth, "--bundle_root", str(tmp_path / "b"), *QUICK, "--log_interval", "1")
+                      "--dataset_dir", synth, "--bundle_root", str(tmp_path / "b"), *QUICK, "--log_interval", "1",
+                      "--ramp_iterations", "150")  # the ramp at its first step throughout (a short run scales it)
     log = proc.stdout + proc.stderr
     gammas = [float(x.split("gamma: ")[1].split()[0]) for x in log.splitlines() if "gamma: " in x]
     assert len(gammas) == 2 and gammas[0] == pytest.approx(0.25 * 2.718281828 ** -5, abs=5e-5)  # 4 decimals logged
