@@ -243,14 +243,13 @@ def _run(cmd: list[str], dry_run: bool, repeat_error: bool = False) -> int:
 def _check_bundle_command(cmd: Sequence[str]) -> None:
     """The checks a ``monai.bundle run`` makes of its command line before any work, made here before it starts (so
     that ``--dry_run`` refuses what the run would): keys no config file defines, and ``--max_iterations``."""
-    from monai_stlu.utils.settings_check import check_command_line_keys
+    from monai_stlu.utils.settings_check import check_command_line_keys, check_max_iterations
 
     start = list(cmd).index("monai.bundle") + 1
     check_command_line_keys([os.path.join("monai", "bundle", "__main__.py"), *cmd[start:]])
     if "--max_iterations" in cmd:
-        value = cmd[list(cmd).index("--max_iterations") + 1]
-        if not (value.isdigit() and int(value) >= 1):
-            raise ValueError(f"--max_iterations must be a whole number of iterations, 1 or more, got {value!r}.")
+        value = cmd[list(cmd).index("--max_iterations") + 1]  # the command line's text: digits are a number
+        check_max_iterations(int(value) if value.isdigit() else value, "--max_iterations")
 
 
 def train(

@@ -41,6 +41,15 @@ def on_fatal_error(func: Callable[[], None]) -> Callable[[], None]:
     return func
 
 
+def _run_cleanups() -> None:
+    """Run every registered cleanup; none may stop the exit that follows."""
+    for cleanup in list(_cleanups):
+        try:
+            cleanup()
+        except Exception:  # noqa: S110 - nothing may stop the exit
+            pass
+
+
 def exception_chain(exc: BaseException) -> list[BaseException]:
     """``exc`` and the exceptions it was raised from (``__cause__``, else an unsuppressed ``__context__``), outermost
     first."""
@@ -190,11 +199,7 @@ def _finish(exc_type: type[BaseException], exc: BaseException, tb: TracebackType
         sentence = explain(exc)
         sys.stderr.write(f"\n{prefix}{sentence}\n")
         _report(sentence)
-        for cleanup in list(_cleanups):
-            try:
-                cleanup()
-            except Exception:  # noqa: S110 - nothing may stop the exit
-                pass
+        _run_cleanups()
         for handler in logging.getLogger().handlers:
             try:
                 handler.flush()
@@ -236,11 +241,7 @@ def _cleanup_and_die(signum: int, frame: object) -> None:
     """SIGTERM: run the registered cleanups (a run's lock is released), then die of the signal as before."""
     import signal
 
-    for cleanup in list(_cleanups):
-        try:
-            cleanup()
-        except Exception:  # noqa: S110 - nothing may stop the exit
-            pass
+    _run_cleanups()
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
 

@@ -14,7 +14,10 @@ from typing import Any
 
 from monai_stlu.utils.bundle import argv_value, config_files_from_argv
 
-__all__ = ["top_level_values", "unknown_override_keys", "check_command_line_keys", "check_optional_packages", "check_settings"]
+__all__ = [
+    "top_level_values", "unknown_override_keys", "check_command_line_keys", "check_optional_packages",
+    "check_max_iterations", "check_settings",
+]
 
 # monai.bundle run's own arguments, never config keys
 RUN_ARGUMENTS = {"run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file"}
@@ -166,6 +169,17 @@ def check_command_line_keys(argv: Sequence[str] | None = None) -> None:
         )
 
 
+def check_max_iterations(value: Any, name: str = "max_iterations") -> int:
+    """Check ``value`` as the training's length: an integer >= 1.
+
+    Raises:
+        ValueError: naming ``name`` and the value (``--max_iterations abc`` arrives as a string).
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a whole number of iterations, 1 or more, got {value!r}.")
+    return value
+
+
 def check_settings(
     patch_size: Sequence[int],
     strides: Mapping[str, Sequence[int] | None] | None = None,
@@ -188,9 +202,7 @@ def check_settings(
         ValueError: one sentence naming the key, its value and the rule.
     """
     if max_iterations is not None:
-        whole = isinstance(max_iterations, int) and not isinstance(max_iterations, bool)
-        if not whole or max_iterations < 1:
-            raise ValueError(f"max_iterations must be a whole number of iterations, 1 or more, got {max_iterations!r}.")
+        check_max_iterations(max_iterations)
     patch = [int(p) for p in patch_size]
     for name, stride in (strides or {}).items():
         if stride is None:
