@@ -14,7 +14,7 @@ from conftest import REPO_ROOT, shared_la_dir
 
 CONFIGS = REPO_ROOT / "bundles" / "stlu_la" / "configs"
 METHODS = [
-    "supervised", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "dtc", "sassnet", "ssnet", "dan", "urpc",
+    "supervised", "supervised_ssl4mis", "supervised_uamt", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "dtc", "sassnet", "ssnet", "dan", "urpc",
     "cct", "ict", "mcnet", "stlu",
 ]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

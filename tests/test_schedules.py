@@ -20,6 +20,8 @@ CONFIGS = REPO_ROOT / "bundles" / "stlu_la" / "configs"
 REFERENCES = {
     "stlu": ("STLU-Net paper", 15000, 1.0, 40, 0, None, None),
     "supervised": ("STLU-Net recipe", 15000, None, None, 0, None, None),
+    "supervised_ssl4mis": ("SSL4MIS train_fully_supervised_3D.py", 30000, None, None, 0, ("poly",), None),
+    "supervised_uamt": ("UA-MT train_LA.py", 6000, None, None, 0, ("step", 2500), None),
     "mean_teacher": ("SSL4MIS train_mean_teacher_3D.py", 30000, 0.1, 200, 0, ("poly",), None),
     "cps": ("SSL4MIS train_cross_pseudo_supervision_3D.py", 30000, 0.1, 200, 0, ("poly",), None),
     "ict": ("SSL4MIS train_interpolation_consistency_training_3D.py", 30000, 0.1, 200, 0, ("poly",), None),
@@ -94,6 +96,43 @@ def test_the_schedule_is_the_references_at_the_same_fraction(method, budget):
         else:
             expected = reference_lr_factor(lr_rule, ref_i, ref_budget, max(i - 1, 0) * scale)
             assert factor(start + i) == pytest.approx(expected, rel=1e-9, abs=1e-12), (method, i)
+
+
+# each semi-supervised method's recipe (LR rule and supervised loss) and the supervised-only run that shares it, as
+# read from the references: SSL4MIS's 3D scripts train with poly LR and 0.5 (CE + Dice of both classes) as its
+# train_fully_supervised_3D.py; UA-MT, DTC, SASSNet (and SS-Net, BCP, whose step rule is the nearest) with steps
+# of / 10, as UA-MT's train_LA.py; STLU-Net, MC-Net and MC-Net+ with a constant LR and a foreground Dice
+MATCHED = {
+    "supervised_ssl4mis": ("mean_teacher", "cps", "ict", "dan", "cct", "urpc"),
+    "supervised_uamt": ("ua_mt", "dtc", "sassnet", "ssnet", "bcp"),
+    "supervised": ("stlu", "mcnet", "mcnet_plus"),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(MATCHED))
+def test_every_method_names_the_supervised_run_of_its_recipe(recipe):
+    """A method's gain is measured against the supervised-only run with its LR rule (and, where the reference's
+    loss is of the same family, its supervised loss)."""
+    from monai_stlu.losses import SegDiceCELoss, SegDiceLoss
+    from monai_stlu.optimizers import PolyDecay, StepDecay
+
+    sup = parsed(recipe, 3000)
+    assert sup.get_parsed_content("matched_supervised") == recipe
+    assert sup.get_parsed_content("unlabeled_data_loader") is None
+    loss = sup.get_parsed_content("method#sup_loss")
+    kind = {"supervised": type(None), "supervised_ssl4mis": PolyDecay, "supervised_uamt": StepDecay}[recipe]
+    assert type(sup.get_parsed_content("lr_factor")) is kind
+    if recipe == "supervised_ssl4mis":  # 0.5 CE + 0.5 Dice over both classes
+        assert isinstance(loss, SegDiceCELoss) and loss.dice.include_background and loss.lambda_ce == 0.5
+    elif recipe == "supervised_uamt":  # 0.5 CE + 0.5 foreground Dice
+        assert isinstance(loss, SegDiceCELoss) and not loss.dice.include_background and loss.lambda_dice == 0.5
+    else:  # the foreground Dice STLU-Net's own supervised part uses
+        assert type(loss) is SegDiceLoss and not loss.include_background
+    for method in MATCHED[recipe]:
+        cfg = parsed(method, 3000)
+        assert cfg.get_parsed_content("matched_supervised") == recipe, method
+        assert type(cfg.get_parsed_content("lr_factor")) is kind, method
+    assert {m for ms in MATCHED.values() for m in ms} | set(MATCHED) == set(REFERENCES)
 
 
 def test_the_bundle_readme_table_is_the_one_the_configs_give():

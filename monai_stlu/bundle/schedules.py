@@ -41,7 +41,8 @@ def schedule_points(method: str, max_iterations: int, configs: str | None = None
         configs: a bundle's ``configs`` folder (default: the LA bundle's).
 
     Returns:
-        ``reference`` (the reference code), ``reference_iterations``, ``ramp_end`` (the iterations done when the
+        ``reference`` (the reference code), ``matched_supervised`` (the supervised-only method file of its
+        recipe), ``reference_iterations``, ``ramp_end`` (the iterations done when the
         ramped weight first stands at its end value, or None for a method without a ramp), ``lr`` (a description:
         constant, the iterations of each division by 10, or poly decay to the end) and ``lr_steps`` (those
         iterations), ``pretrain`` (BCP's pre-training iterations, else None).
@@ -77,7 +78,8 @@ def schedule_points(method: str, max_iterations: int, configs: str | None = None
         lr = f"poly (power {factor.power:g}) to {factor.max_iterations:,}"
     else:
         lr = type(factor).__name__
-    return {"reference": str(parser["reference"]), "reference_iterations": int(parser["reference_iterations"]),
+    return {"reference": str(parser["reference"]), "matched_supervised": str(parser["matched_supervised"]),
+            "reference_iterations": int(parser["reference_iterations"]),
             "ramp_end": ramp_end, "lr": lr, "lr_steps": steps, "pretrain": pretrain}
 
 
@@ -94,11 +96,13 @@ def schedule_table(budgets: tuple[int, ...] = (1000, 3000, 15000), configs: str 
 
     configs = configs or os.path.join(default_bundles_dir(), "stlu_la", "configs")
     methods = sorted(f[:-5] for f in os.listdir(os.path.join(configs, "methods")) if f.endswith(".json"))
-    head = ["method", "reference", "its budget", "at its budget"] + [f"at {b:,}" for b in budgets]
+    head = ["method", "reference", "supervised run of its recipe", "its budget", "at its budget"]
+    head += [f"at {b:,}" for b in budgets]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method in methods:
         own = schedule_points(method, 1, configs)["reference_iterations"]
         cells = [schedule_points(method, b, configs) for b in (own, *budgets)]
-        row = [method, cells[0]["reference"], f"{own:,}"] + [_cell(c) for c in cells]
+        row = [method, cells[0]["reference"], f"`{cells[0]['matched_supervised']}`", f"{own:,}"]
+        row += [_cell(c) for c in cells]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
