@@ -39,20 +39,21 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 from collections import defaultdict
+
+from monai_stlu.bundle.compare import (
+    METRICS, bundle_call as bundle, mean_metrics, read_cases, resolved, run_method, validation_curve,
+    write_text_atomic,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "bundles", "stlu_la", "configs")
 METHODS = (
-    "supervised", "supervised_ssl4mis", "supervised_uamt", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "dtc", "sassnet", "ssnet", "dan", "urpc",
-    "cct", "ict", "mcnet", "stlu",
+    "supervised", "supervised_ssl4mis", "supervised_uamt", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "dtc",
+    "sassnet", "ssnet", "dan", "urpc", "cct", "ict", "mcnet", "stlu",
 )
-METRICS = ("dice", "jaccard", "hd95_vox", "asd_vox", "hd95_mm", "asd_mm")
 _RUN_NAME = re.compile(r"(.+)_seed(\d+)")  # a run folder: <method><tag>_seed<seed>
-_VAL_LINE = re.compile(r"Epoch\[(\d+)\] Metrics -- .*val_mean_dice: ([0-9.]+)")
 
 
 def config_paths(protocol: str, method: str, *more: str) -> list[str]:
@@ -75,40 +76,8 @@ def labeled_tag(num_labeled: int | None) -> str:
     return "" if num_labeled is None else f"_l{num_labeled}"
 
 
-def bundle(args: list[str], log_path: str) -> None:
-    """``python -m monai.bundle ...`` with its output appended to ``log_path``; raises with the log's tail."""
-    with open(log_path, "a") as log:
-        log.write(f"\n$ python -m monai.bundle {' '.join(args)}\n")
-        log.flush()
-        proc = subprocess.run([sys.executable, "-m", "monai.bundle", *args], stdout=log, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        with open(log_path) as f:
-            tail = f.read()[-3000:]
-        raise RuntimeError(f"monai.bundle {args[0]} failed ({proc.returncode}); see {log_path}:\n{tail}")
 
 
-def code_version() -> str:
-    """The commit of the code that trained a run (``+dirty`` when the work tree differs), or "unknown" outside git."""
-    try:
-        head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` whole: a partial file, then a rename."""
-    tmp = path + ".partial"
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: str, content: dict) -> None:
-    write_text_atomic(path, json.dumps(content, indent=2))
 
 
 def archive_run(opts: argparse.Namespace, folder: str) -> str:
@@ -163,148 +132,20 @@ def best_validation(folder: str) -> float:
         return float(json.load(f).get("best_val_dice", "nan"))
 
 
-def literal_settings(protocol: str, method: str, override: list[str], defaults: dict) -> dict:
-    """The keys of ``defaults`` as a run of ``method`` has them: the config files' last literal values, then
-    ``override``'s."""
-    settings = dict(defaults)
-    for path in config_paths(protocol, method):
-        with open(path) as f:
-            config = json.load(f)
-        settings.update({k: config[k] for k in settings if k in config and not str(config[k]).startswith(("@", "$", "%"))})
-    for key, value in zip(override, override[1:]):
-        if key.lstrip("-") in settings:
-            settings[key.lstrip("-")] = value
-    return settings
-
-
-def keeps_largest_component(protocol: str, method: str, override: list[str]) -> bool:
-    """Whether the method's evaluation keeps the largest connected component (as its reference's test script)."""
-    from monai_stlu.utils import as_bool
-
-    return as_bool(literal_settings(protocol, method, override, {"largest_component": False})["largest_component"])
-
-
-def training_precision(protocol: str, method: str, override: list[str]) -> str:
-    """The precision the bundle trains a run in on this machine: its ``amp`` and ``amp_dtype`` (the config files' last
-    literal values, then ``override``'s) resolved as the trainer resolves them (:py:func:`monai_stlu.utils.autocast_dtype`
-    on the bundle's device), e.g. ``"float32"`` for ``amp`` true on a CPU without native bf16."""
-    import torch
-
-    from monai_stlu.utils import as_bool, autocast_dtype
-
-    settings = literal_settings(protocol, method, override, {"amp": True, "amp_dtype": "auto"})
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = autocast_dtype(device, settings["amp_dtype"]) if as_bool(settings["amp"]) else None  # the trainer's reading
-    return str(dtype or torch.float32).replace("torch.", "")
-
-
-def machine_facts(precision: str) -> dict:
-    """Where a training segment runs: the CPU's name (and GPU's), the threads, torch and the training precision."""
-    import torch
-
-    from monai_stlu.utils import cpu_name
-
-    facts = {"cpu": cpu_name()}
-    if torch.cuda.is_available():
-        facts["gpu"] = torch.cuda.get_device_name(0)
-    facts.update(threads=torch.get_num_threads(), torch=torch.__version__, precision=precision)
-    return facts
-
-
-def record_segment(out: str, commit: str, machine: dict | None = None) -> list[dict]:
-    """Append ``commit`` (the code this call runs, :py:func:`code_version`), the time and ``machine``
-    (:py:func:`machine_facts`) to ``segments.json`` in the run folder; return every segment so far, in order (a run
-    resumed from another work tree or on another machine has two). A run folder that already has a training log but
-    no record was started by a ``quality.py`` that kept none: its first entry says ``"unrecorded"``."""
-    path = os.path.join(out, "segments.json")
-    segments = []
-    if os.path.isfile(path):
-        with open(path) as f:
-            segments = json.load(f)
-    elif os.path.isfile(os.path.join(out, "train.log")):
-        segments.append({"commit": "unrecorded", "started": None})
-    segments.append({"commit": commit, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), **(machine or {})})
-    write_json_atomic(path, segments)
-    return segments
-
-
-def stopped_at(ckpt_dir: str) -> tuple[int, int] | None:
-    """``(iteration, planned iterations)`` when the newest periodic checkpoint of a training that exited normally
-    stops short of its planned ``max_epochs x epoch_length`` (its time limit, ``--max_train_seconds``, ended it: the
-    saver writes the iteration a terminated run reached), None when it trained to the end. Read from the trainer's
-    own state, not from a log line."""
-    import torch
-
-    from monai_stlu.handlers import latest_checkpoint
-
-    newest = latest_checkpoint(ckpt_dir)
-    if newest is None:
-        return None
-    trainer = torch.load(newest, map_location="cpu", weights_only=True)["trainer"]
-    planned = int(trainer.get("max_iters") or int(trainer["max_epochs"]) * int(trainer["epoch_length"]))
-    return (int(trainer["iteration"]), planned) if int(trainer["iteration"]) < planned else None
-
-
-def distinct(segments: list[dict], key: str) -> list:
-    """The distinct values of ``key`` over the segments that recorded it, in order."""
-    return list(dict.fromkeys(s[key] for s in segments if key in s))
-
-
 def run_one(opts: argparse.Namespace, method: str, seed: int) -> dict | None:
-    """Train (resuming any checkpoint), then evaluate on the test list; cached by ``done.json``. A training stopped
-    by its time limit (``--override --max_train_seconds N``) is not evaluated: returns None, and the same command
-    resumes it; with ``--evaluate_stopped`` (a probe of what a time budget reaches) it is evaluated, and its
+    """Train (resuming any checkpoint), then evaluate on the test list, as ``monai_stlu compare`` does
+    (:py:func:`monai_stlu.bundle.compare.run_method`); cached by ``done.json``, archived when finished. A training
+    stopped by its time limit (``--override --max_train_seconds N``) is not evaluated: returns None, and the same
+    command resumes it; with ``--evaluate_stopped`` (a probe of what a time budget reaches) it is evaluated, and its
     ``done.json`` says where it stopped (``stopped_at_iteration``)."""
-    tag = opts.tag + labeled_tag(opts.num_labeled)
-    out = run_dir(opts.work_dir, method, seed, tag)
-    done = os.path.join(out, "done.json")
-    if os.path.isfile(done):
-        with open(done) as f:
-            return json.load(f)
-    os.makedirs(out, exist_ok=True)
-    common = [
-        "--dataset_dir", opts.dataset_dir, "--train_list", opts.train_list, "--test_list", opts.test_list,
-        "--seed", str(seed), "--ckpt_dir", os.path.join(out, "models"), "--bundle_root", os.path.join(CONFIGS, ".."),
-        *(["--num_labeled", str(opts.num_labeled)] if opts.num_labeled is not None else []), *opts.override,
-    ]
-    segments = record_segment(out, code_version(), machine_facts(training_precision(opts.protocol, method, opts.override)))
-    commits, precisions = distinct(segments, "commit"), distinct(segments, "precision")
-    if len(commits) > 1:
-        print(f"note: {out} was trained by more than one version of the code: {', '.join(commits)}", flush=True)
-    if len(precisions) > 1:  # e.g. amp's bf16 on an AVX-512 BF16 machine, resumed on an AVX2 one in float32
-        print(f"note: {out} was trained in more than one precision: {', '.join(precisions)} (see its segments.json)",
-              flush=True)
-    start = time.time()
-    log_path = os.path.join(out, "train.log")
-    bundle(["run", "training", "--config_file", config_files(opts.protocol, method), *common,
-            "--output_dir", os.path.join(out, "train")], log_path)
-    trained = time.time()
-    stopped = stopped_at(os.path.join(out, "models"))
-    if stopped is not None and not opts.evaluate_stopped:
-        print(f"{out}: stopped by its time limit at iteration {stopped[0]} of {stopped[1]}, not evaluated; the same "
-              "command resumes it.", flush=True)
-        return None
-    bundle(["run", "--config_file", config_files(opts.protocol, method, "evaluate.json"), *common,
-            "--output_dir", os.path.join(out, "test")], os.path.join(out, "eval.log"))
-    unprocessed = None
-    if keeps_largest_component(opts.protocol, method, opts.override):  # every row is also reported without it
-        unprocessed = os.path.join(out, "test_without_largest_component")
-        bundle(["run", "--config_file", config_files(opts.protocol, method, "evaluate.json"), *common,
-                "--largest_component", "false", "--output_dir", unprocessed], os.path.join(out, "eval.log"))
-    summary = {"method": method, "seed": seed, "protocol": opts.protocol, "num_labeled": opts.num_labeled,
-               "commit": commits[-1], "commits": commits, "precisions": precisions,
-               "cpus": distinct(segments, "cpu"),
-               "train_minutes": (trained - start) / 60, "eval_minutes": (time.time() - trained) / 60, "override": opts.override,
-               "test": mean_metrics(os.path.join(out, "test", "metrics.csv"))}
-    if unprocessed:
-        summary["test_without_largest_component"] = mean_metrics(os.path.join(unprocessed, "metrics.csv"))
-    if stopped is not None:
-        summary["stopped_at_iteration"] = stopped[0]
-    timing = training_minutes(os.path.join(out, "train.log"))
-    if timing:
-        summary["train_minutes_all_segments"], summary["train_segments"] = timing
-    write_json_atomic(done, summary)
-    archive_run(opts, out)
+    out = run_dir(opts.work_dir, method, seed, opts.tag + labeled_tag(opts.num_labeled))
+    args = ["--dataset_dir", opts.dataset_dir, "--train_list", opts.train_list, "--test_list", opts.test_list,
+            *(["--num_labeled", str(opts.num_labeled)] if opts.num_labeled is not None else []), *opts.override]
+    extra = {"protocol": opts.protocol, "num_labeled": opts.num_labeled, "override": opts.override}
+    already = os.path.isfile(os.path.join(out, "done.json"))
+    summary = run_method(CONFIGS, opts.protocol, method, seed, out, args, opts.evaluate_stopped, extra)
+    if summary is not None and not already:
+        archive_run(opts, out)
     return summary
 
 
@@ -497,76 +338,17 @@ def margin(opts: argparse.Namespace, methods: list[str], seeds: list[int]) -> st
     return "\n".join(lines)
 
 
-def read_cases(path: str) -> list[dict]:
-    with open(path) as f:
-        return [r for r in csv.DictReader(f) if r.get("class", "1") == "1"]
 
 
-def mean_metrics(path: str) -> dict[str, float]:
-    rows = read_cases(path)
-    return {k: sum(float(r[k]) for r in rows) / len(rows) for k in METRICS}
-
-
-def validation_curve(log_path: str, val_interval: int) -> list[tuple[int, float]]:
-    """(iteration, validation Dice) pairs from a training log (the evaluator's ``Epoch[k] Metrics`` lines)."""
-    if not os.path.isfile(log_path):
-        return []
-    points = {}
-    with open(log_path) as f:
-        for line in f:
-            m = _VAL_LINE.search(line)
-            if m:
-                points[int(m.group(1)) * val_interval] = float(m.group(2))
-    return sorted(points.items())
-
-
-_EPOCH_TIME = re.compile(r"SemiSupervisedTrainer: Epoch\[(\d+)\] Complete\. Time taken: (\d+):(\d+):(\d+(?:\.\d+)?)")
-
-
-def training_minutes(log_path: str) -> tuple[float, int] | None:
-    """(minutes, segments) of the training that made a run, from its log: the trainer's epoch times (each with its
-    validation), the last one logged for an epoch a resumed run repeated, summed; segments = 1 + the resumes. The
-    wall time of one ``run`` call would count only the segment after the last interruption. None without epochs."""
-    if not os.path.isfile(log_path):
-        return None
-    epochs: dict[int, float] = {}
-    segments = 1
-    with open(log_path) as f:
-        for line in f:
-            segments += "resumed from" in line
-            m = _EPOCH_TIME.search(line)
-            if m:
-                epochs[int(m.group(1))] = int(m.group(2)) * 60 + int(m.group(3)) + float(m.group(4)) / 60
-    return (sum(epochs.values()), segments) if epochs else None
 
 
 def run_setting(protocol: str, folder: str, key: str):
     """A setting as the run in ``folder`` had it: ``train.json`` and the protocol's config (whose schedules are
     expressions of ``max_iterations``) with the run's own overrides from its ``done.json``, resolved as the bundle
     resolves them."""
-    import ast
-
-    from monai.bundle import ConfigParser
-
     with open(os.path.join(folder, "done.json")) as f:
         override = json.load(f).get("override") or []
-    values = {}
-    for i, name in enumerate(override):  # "--key value" pairs (and "--key=value")
-        if not name.startswith("--"):
-            continue
-        name, _, text = name[2:].partition("=")
-        if not _:
-            if i + 1 >= len(override) or override[i + 1].startswith("--"):
-                continue
-            text = override[i + 1]
-        try:
-            values[name] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            values[name] = text
-    parser = ConfigParser()
-    parser.read_config(config_paths(protocol, "stlu"))
-    parser.update(values)
-    return parser.get_parsed_content(key)
+    return resolved(config_paths(protocol, "stlu"), override, key)[0]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -3,6 +3,7 @@
 """Command line (``python -m monai_stlu`` or the ``monai_stlu`` console script; ``--help`` on each command):
 
 - ``train``: a bundle's training for one method, printed as the ``python -m monai.bundle run`` call it makes, then run;
+- ``compare --dataset_dir DIR --methods a,b --seeds 0,1,2 -o OUT``: methods x seeds under one protocol, one table;
 - ``predict -i FILE_OR_DIR -o DIR``: NIfTI/NRRD/DICOM/h5 in, ``<name>_seg.nii.gz`` out on the input's grid;
 - ``export --model MODEL -o FILE.ts|FILE.onnx``: TorchScript or ONNX, the network rebuilt from the model's record;
 - ``evaluate -p PRED_DIR -l LABEL_DIR``: the bundles' metrics CSVs for any folder of predictions;
@@ -22,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["synth", "check", "generate_bundles", "train", "predict", "export", "evaluate", "plot", "main"]
+__all__ = ["synth", "check", "generate_bundles", "train", "compare", "predict", "export", "evaluate", "plot", "main"]
 
 
 def synth(
@@ -322,6 +323,19 @@ def train(
     return rc
 
 
+def compare(*args: Any, **kwargs: Any) -> str:
+    """Train and evaluate several methods and seeds under one protocol on your data; write the comparison table,
+    learning curves and a verdict (:py:func:`monai_stlu.bundle.compare.compare`, whose arguments these are)."""
+    if kwargs.pop("help", False):
+        from monai_stlu.bundle.compare import compare as run_comparison
+
+        print(run_comparison.__doc__)
+        return ""
+    from monai_stlu.bundle.compare import compare as run_comparison
+
+    return run_comparison(*args, **kwargs)
+
+
 def training_summary(ckpt_dir: str) -> str:
     """Where a run's model is and its best validation Dice (from its last checkpoint)."""
     import torch
@@ -365,7 +379,9 @@ def _model_settings(
             if not builds:
                 raise ValueError(f"{model}: records the method {record['method']}, which none of the method files in "
                                  f"{os.path.join(configs, 'methods')} trains; give --method NAME.")
-            method = builds[-1]
+            # several files may build one class (supervised.json and its recipes): the one named after it first
+            named = [b for b in builds if b.replace("_", "") == record["method"].lower().removesuffix("method")]
+            method = (named or builds)[-1]
     values = top_level_values([os.path.join(configs, "inference.json")])
     plain = {k for k, v in values.items() if not (isinstance(v, str) and v.startswith(("$", "@", "%")))}
     return method, record_overrides(record, plain - set(overrides), model or "the model file"), record
@@ -559,7 +575,8 @@ def main() -> None:
     commands: dict[str, Any] = {
         "synth": _command(synth), "check": _command(check), "generate_bundles": _command(generate_bundles),
         "release_bundle": _command(release_bundle),
-        "train": _command(train, exit_status=True), "predict": _command(predict, exit_status=True),
+        "train": _command(train, exit_status=True), "compare": _command(compare),
+        "predict": _command(predict, exit_status=True),
         "export": _command(export, exit_status=True),
         "evaluate": _command(evaluate), "plot": _command(plot),
     }

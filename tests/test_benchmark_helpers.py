@@ -38,7 +38,7 @@ def test_vnet_weights_from_rejects_other_networks(tmp_path):
 def test_training_minutes_sum_the_epochs_of_every_segment(tmp_path):
     """A run interrupted in epoch 3 and resumed from epoch 2's checkpoint: epochs 1, 2 from the first segment, 3 (the
     last one logged) and 4 from the second; the evaluator's own epoch lines are not counted."""
-    from benchmarks.quality import training_minutes
+    from monai_stlu.bundle.compare import training_minutes
 
     log = tmp_path / "train.log"
     trainer, evaluator = "ignite.engine.engine.SemiSupervisedTrainer", "ignite.engine.engine.SupervisedEvaluator"
@@ -63,7 +63,7 @@ def test_record_segment_keeps_every_calls_commit_and_machine(tmp_path):
     trains in float32) says so."""
     import json
 
-    from benchmarks.quality import distinct, record_segment
+    from monai_stlu.bundle.compare import distinct, record_segment
 
     record_segment(str(tmp_path), "aaa1111", {"cpu": "Xeon", "precision": "bfloat16"})
     record_segment(str(tmp_path), "aaa1111", {"cpu": "Xeon", "precision": "bfloat16"})
@@ -85,7 +85,8 @@ def test_training_precision_is_the_trainers_own():
     parsed ``amp``/``amp_dtype``, the trainer's ``autocast_dtype``): float32 for amp on a CPU without native bf16."""
     from monai.bundle import ConfigParser
 
-    from benchmarks.quality import config_paths, machine_facts, training_precision
+    from benchmarks.quality import CONFIGS, config_paths
+    from monai_stlu.bundle.compare import machine_facts, method_files, training_precision
     from monai_stlu.utils import cpu_supports_bf16
 
     native = "bfloat16" if cpu_supports_bf16() else "float32"
@@ -99,7 +100,8 @@ def test_training_precision_is_the_trainers_own():
         parser.update({k.lstrip("-"): v for k, v in zip(override[::2], override[1::2])})
         parsed = {k: str(parser.get_parsed_content(k)).lower() for k in ("amp", "amp_dtype")}
         assert parsed["amp"] == ("true" if "true" in override else "false"), (override, parsed)
-        assert training_precision("cpu", "mean_teacher", list(override)) == precision, override
+        files = method_files(CONFIGS, "mean_teacher", "cpu")
+        assert training_precision(files, list(override)) == precision, override
     facts = machine_facts("float32")
     assert facts["precision"] == "float32" and facts["threads"] == torch.get_num_threads() and facts["cpu"]
 
@@ -248,9 +250,14 @@ def test_head_can_score_foreground_tells_a_head_that_never_predicts_foreground(n
 def test_protocol_runs_know_which_evaluations_keep_the_largest_component():
     """The runs whose reference evaluates with the largest connected component (BCP, DTC, SS-Net) are evaluated a
     second time without it; an override turns it off for a run."""
-    from benchmarks.quality import keeps_largest_component
+    from benchmarks.quality import CONFIGS
+    from monai_stlu.bundle.compare import method_files, resolved
+    from monai_stlu.utils import as_bool
+
+    def keeps_largest_component(method, args):
+        return as_bool(resolved(method_files(CONFIGS, method, "cpu"), args, "largest_component")[0])
 
     methods = ("bcp", "dtc", "ssnet", "sassnet", "mean_teacher", "stlu")
-    kept = {m for m in methods if keeps_largest_component("cpu", m, [])}
+    kept = {m for m in methods if keeps_largest_component(m, [])}
     assert kept == {"bcp", "dtc", "ssnet"}
-    assert not keeps_largest_component("cpu", "dtc", ["--largest_component", "false"])
+    assert not keeps_largest_component("dtc", ["--largest_component", "false"])

@@ -118,9 +118,9 @@ def test_a_terminated_run_resumes_at_the_iteration_it_stopped(tmp_path, stop_at)
 
 
 def test_the_protocol_reads_a_stop_from_the_newest_checkpoint(tmp_path):
-    """``quality.py`` decides whether a training ended early (left to resume, not evaluated) from the trainer state
+    """A comparison run (``monai_stlu compare``, ``quality.py``) decides whether a training ended early (left to resume, not evaluated) from the trainer state
     of the newest checkpoint, against its planned ``max_epochs x epoch_length``: not from a log line."""
-    from benchmarks.quality import stopped_at
+    from monai_stlu.bundle.compare import stopped_at
 
     assert stopped_at(str(tmp_path)) is None  # no checkpoint: nothing to resume
     _counting_run(tmp_path, 13, [])
