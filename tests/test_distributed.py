@@ -28,15 +28,21 @@ def data(tmp_path_factory):
     return write_synthetic_la(str(tmp_path_factory.mktemp("ddp") / "la"), num_train=12, num_test=3, shape=(48, 48, 40))
 
 
-def torchrun(method: str, data: str, root, *extra: str) -> subprocess.CompletedProcess:
-    configs = [CONFIGS / "train.json", CONFIGS / "quick.json", CONFIGS / "methods" / f"{method}.json",
-               CONFIGS / "multi_gpu_train.json"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
-           "-m", "monai.bundle", "run", "training", "--config_file", "[" + ",".join(f"'{c}'" for c in configs) + "]",
+def torchrun(method: str, data: str, root, *extra: str, processes: int = 2, warnings: str = "ignore"
+             ) -> subprocess.CompletedProcess:
+    """``method`` trained through the bundle under torchrun (``processes`` 1: the same run in one plain process)."""
+    configs = [CONFIGS / "train.json", CONFIGS / "quick.json", CONFIGS / "methods" / f"{method}.json"]
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={processes}"]
+    if processes > 1:
+        configs.append(CONFIGS / "multi_gpu_train.json")
+    else:
+        launcher = []
+    cmd = [sys.executable, *launcher, "-m", "monai.bundle", "run", "training", "--config_file",
+           "[" + ",".join(f"'{c}'" for c in configs) + "]",
            "--dataset_dir", data, "--bundle_root", str(root), "--num_labeled", "4", "--num_val", "2", "--n_filters", "4",
            "--patch_size", "[32,32,32]", "--val_stride", "[16,16,16]", "--val_interval", "2", "--progress", "false",
-           "--amp", "false", "--rank_state_dir", str(root / "ranks"), *extra]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+           "--amp", "false", *(["--rank_state_dir", str(root / "ranks")] if processes > 1 else []), *extra]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS=warnings)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     if proc.returncode:
         raise AssertionError(f"torchrun failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
@@ -55,6 +61,7 @@ def rank_difference(root) -> tuple[float, set[str]]:
     # the methods that call another entry point of the network (forward_sdf, forward_all, forward_embedding)
     ("dtc", None), ("sassnet", "method.discriminator"), ("cct", None), ("urpc", None), ("mcnet", None),
     ("mcnet_plus", None), ("ssnet", None),
+    ("supervised", None), ("ua_mt", "method.teacher"), ("ict", "method.teacher"), ("dan", "method.discriminator"),
 ])
 def test_ranks_stay_in_sync(data, method, owned, tmp_path):
     torchrun(method, data, tmp_path, "--max_iterations", "4")
@@ -105,3 +112,39 @@ def test_sharded_evaluation_writes_the_single_process_metrics(data, tmp_path):
             rows[name] = sorted((r["case"], r["class"], round(float(r["dice"]), 6), round(float(r["hd95_vox"]), 4))
                                 for r in csv.DictReader(f))
     assert len(rows["single"]) == 3 and rows["sharded"] == rows["single"]
+
+
+def test_a_time_limit_stops_every_rank_at_the_same_iteration(data, tmp_path):
+    """``--max_train_seconds`` under torchrun: every rank has the handler (one all-reduce of the decision per
+    iteration, paired on every rank with the same collectives), so they stop after the same iteration, the run exits
+    as finished and its networks are equal on both ranks."""
+    proc = torchrun("supervised", data, tmp_path, "--max_iterations", "400", "--max_train_seconds", "5")
+    log = proc.stdout + proc.stderr
+    assert "time limit of 5 s reached at iteration" in log, log[-3000:]
+    state = torch.load(next((tmp_path / "models" / "supervised").glob("checkpoint_*.pt")), weights_only=True)
+    assert 0 < state["trainer"]["iteration"] < 400
+    diff, _ = rank_difference(tmp_path)
+    assert diff == 0.0
+
+
+def test_a_checkpoint_resumes_across_torchrun_and_one_process(data, tmp_path):
+    """CPS's network B is wrapped in DDP under torchrun; its checkpoint keys are the plain network's, so a run begun
+    under torchrun resumes in one process and the reverse, and the wrapped networks are not rebuilt from scratch."""
+    torchrun("cps", data, tmp_path, "--max_iterations", "2")
+    ckpt = next((tmp_path / "models" / "cps").glob("checkpoint_*.pt"))
+    keys = torch.load(ckpt, weights_only=True)["method"].keys()
+    assert any(k.startswith("network_b.") for k in keys) and not any(".module." in k or k.startswith("module.")
+                                                                     for k in keys)
+    single = torchrun("cps", data, tmp_path, "--max_iterations", "4", processes=1)
+    assert "resumed from" in single.stdout + single.stderr and "at iteration 2" in single.stdout + single.stderr
+    again = torchrun("cps", data, tmp_path, "--max_iterations", "6")
+    assert "resumed from" in again.stdout + again.stderr and "at iteration 4" in again.stdout + again.stderr
+    state = torch.load(next((tmp_path / "models" / "cps").glob("checkpoint_*.pt")), weights_only=True)
+    assert state["trainer"]["iteration"] == 6
+
+
+def test_channels_last_is_set_before_ddp_lays_out_its_buckets(data, tmp_path):
+    """``channels_last`` (the bundle's default) converts the network before DDP wraps it: no per-step gradient
+    copy, which torch announces as a stride warning."""
+    proc = torchrun("stlu", data, tmp_path, "--max_iterations", "2", "--channels_last", "true", warnings="default")
+    assert "Grad strides do not match bucket view strides" not in proc.stdout + proc.stderr

@@ -19,7 +19,9 @@ from torch.optim.optimizer import Optimizer
 from monai_stlu.engines.methods.base import SemiSupervisedMethod
 from monai_stlu.utils.best_metric import BEST_METRIC_KEYS, best_metric_state, restore_best_metric
 from monai_stlu.utils.flags import as_bool
-from monai_stlu.utils.fast_path import as_plain_tensor, autocast, autocast_dtype, to_channels_last
+from monai_stlu.utils.fast_path import (
+    as_plain_tensor, autocast, autocast_dtype, module_to_channels_last, to_channels_last,
+)
 
 if TYPE_CHECKING:
     from ignite.engine import EventEnum, Events
@@ -159,13 +161,13 @@ class SemiSupervisedTrainer(Trainer):
             amp_kwargs=amp_kwargs,
         )
         self.channels_last = channels_last = as_bool(channels_last)
-        if channels_last:
-            network = network.to(memory_format=torch.channels_last_3d)
+        if channels_last and not isinstance(network, torch.nn.parallel.DistributedDataParallel):
+            network = module_to_channels_last(network)  # a wrapped one was converted before DDP (utils.ddp)
         self.network = network
         self.optimizer = optimizer
         self.method = method.to(self.state.device)
-        if channels_last:
-            self.method.to(memory_format=torch.channels_last_3d)
+        if channels_last:  # its own networks are wrapped later (attach), after this
+            module_to_channels_last(self.method)
         self.unlabeled_data_loader = unlabeled_data_loader
         self._unlabeled_iter: Iterator | None = None
         # a sharded (DistributedSampler) loader draws a new order for every pass, on every rank alike: ignite restarts

@@ -6,7 +6,7 @@ from .lazy_package import lazy_exports
 # none of torch or MONAI, which the heavier helpers import
 _EXPORTS = {
     "fast_path": ("argmax", "as_plain_tensor", "at_least_float32", "autocast", "autocast_dtype", "cpu_name",
-                  "cpu_supports_bf16", "to_channels_last"),
+                  "cpu_supports_bf16", "module_to_channels_last", "to_channels_last"),
     "ramps": ("ramp_value", "sigmoid_rampup"),
     "bundle": ("bundle_root", "source_commit"),
     "flags": ("as_bool",),

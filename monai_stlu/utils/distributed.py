@@ -108,10 +108,17 @@ def check_shards(num_labeled: int, labeled_batch_size: int, num_val: int, world_
     )
 
 
-def ddp(module: nn.Module, device: torch.device | str | None = None) -> nn.Module:
+def ddp(module: nn.Module, device: torch.device | str | None = None, channels_last: bool = False) -> nn.Module:
     """``module`` wrapped in DistributedDataParallel when a process group runs (``device_ids`` on CUDA only), else
     ``module`` itself; its parameters start from rank 0's. The wrapper serves the network's ``forward_*`` entry
-    points too (:py:class:`monai_stlu.utils.EntryPointDDP`)."""
+    points too (:py:class:`monai_stlu.utils.EntryPointDDP`). With ``channels_last`` the module is put in the
+    ``channels_last_3d`` memory format first: DDP lays its gradient buckets out by the parameters' strides when it
+    wraps, so a later change of format would cost a copy per parameter and step (and a stride warning)."""
+    from monai_stlu.utils import as_bool
+    from monai_stlu.utils.fast_path import module_to_channels_last
+
+    if as_bool(channels_last):
+        module = module_to_channels_last(module)
     if not is_distributed() or isinstance(module, nn.parallel.DistributedDataParallel):
         return module
     from monai_stlu.utils.entry_point_ddp import EntryPointDDP

@@ -22,10 +22,19 @@ class EntryPointDDP(nn.parallel.DistributedDataParallel):
     attributes of the network (SS-Net's projection heads and selectors, which it applies to the embedding) are the
     network's own: their parameters are DDP's too, so their gradients are averaged in the same backward.
 
+    Its state dict has the network's own keys (no ``module.`` level): a checkpoint written under ``torchrun`` (CPS's
+    network B, the adversarial methods' discriminator, the trained network) resumes in a single process and the
+    reverse; a state dict with the ``module.`` level still loads.
+
     Args:
         module: the network.
         kwargs: ``DistributedDataParallel`` arguments (``device_ids``, ...).
     """
+
+    def __init__(self, module: nn.Module, **kwargs: Any) -> None:
+        super().__init__(module, **kwargs)
+        self.register_state_dict_post_hook(_drop_module_level)
+        self.register_load_state_dict_pre_hook(_add_module_level)
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -53,3 +62,21 @@ class EntryPointDDP(nn.parallel.DistributedDataParallel):
             return self(*args, **kwargs)
         finally:
             module.__dict__.pop("forward", None)
+
+
+def _drop_module_level(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    """``<prefix>module.<key>`` -> ``<prefix><key>`` (in place, order kept; ``_metadata`` too)."""
+    level = prefix + "module."
+    for key in [k for k in state_dict if k.startswith(level)]:
+        state_dict[prefix + key[len(level):]] = state_dict.pop(key)
+    meta = getattr(state_dict, "_metadata", None)
+    if meta is not None:
+        for key in [k for k in meta if k == level[:-1] or k.startswith(level)]:
+            meta[prefix + key[len(level):] if key != level[:-1] else prefix[:-1]] = meta.pop(key)
+
+
+def _add_module_level(module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
+    """``<prefix><key>`` -> ``<prefix>module.<key>`` for a state dict saved without the wrapper's level."""
+    level = prefix + "module."
+    for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(level)]:
+        state_dict[level + key[len(prefix):]] = state_dict.pop(key)

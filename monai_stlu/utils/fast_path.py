@@ -13,7 +13,7 @@ from monai.data import MetaTensor
 
 __all__ = [
     "cpu_name", "cpu_supports_bf16", "autocast_dtype", "autocast", "to_channels_last", "as_plain_tensor", "argmax",
-    "at_least_float32",
+    "at_least_float32", "module_to_channels_last",
 ]
 
 
@@ -108,6 +108,18 @@ def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     if x.dim() == 4:
         return x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+def module_to_channels_last(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` in ``channels_last_3d`` memory format (in place), except 5-D parameters whose spatial sizes are all
+    1 (1x1x1 convolution kernels): for those both formats describe the same memory, autograd gives their gradients
+    the plain strides, and DistributedDataParallel, which lays its buckets out by the parameters' strides, would copy
+    each such gradient at every step."""
+    module.to(memory_format=torch.channels_last_3d)
+    for param in module.parameters():
+        if param.dim() == 5 and param.shape[2:] == (1, 1, 1):
+            param.data = param.data.clone(memory_format=torch.contiguous_format)  # (.contiguous() keeps its strides)
+    return module
 
 
 def as_plain_tensor(x: torch.Tensor) -> torch.Tensor:
