@@ -16,6 +16,12 @@ def test_cuda_prefers_bf16_where_supported(monkeypatch, bf16_gpu, want):
     assert autocast_dtype("cuda:0", "auto") is want
 
 
+def test_a_gpu_that_emulates_bf16_gets_float16_with_a_scaler(monkeypatch):
+    """A V100 or T4: ``is_bf16_supported()`` says True by counting emulation, which is slower than float16."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert autocast_dtype("cuda") is torch.float16
+
+
 @pytest.mark.parametrize("native,want", [(True, torch.bfloat16), (False, None)])
 def test_cpu_uses_bf16_only_where_native(monkeypatch, native, want):
     monkeypatch.setattr(fast_path, "cpu_supports_bf16", lambda: native)

@@ -59,7 +59,7 @@ def cpu_supports_bf16() -> bool:
 def autocast_dtype(device: torch.device | str, amp_dtype: str | torch.dtype | None = "auto") -> torch.dtype | None:
     """The autocast dtype of the fast path on ``device``, or None for float32 (no autocast).
 
-    ``"auto"`` (or None): on CUDA, bfloat16 where the GPU supports it (``torch.cuda.is_bf16_supported()``: float32's
+    ``"auto"`` (or None): on CUDA, bfloat16 where the GPU runs it natively (``torch.cuda.is_bf16_supported(including_emulation=False)``: float32's
     range, so no gradient scaler and no float16 overflow) and float16 with a gradient scaler on older GPUs; on a CPU,
     bfloat16 only where it runs natively (AVX-512 BF16 or AMX, :py:func:`cpu_supports_bf16`), else float32.
     ``"bfloat16"``/``"bf16"``, ``"float16"``/``"fp16"``/``"half"`` or ``"float32"``/``"fp32"`` (or a ``torch.dtype``)
@@ -79,7 +79,8 @@ def autocast_dtype(device: torch.device | str, amp_dtype: str | torch.dtype | No
     if choice != "auto":
         raise ValueError(f"amp_dtype {amp_dtype!r} is not one of 'auto', 'bfloat16', 'float16' or 'float32'.")
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # natively only: V100/T4 emulate bf16 (slower than float16 with a scaler), which the plain call counts
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     if device.type == "cpu" and cpu_supports_bf16():
         return torch.bfloat16
     return None
