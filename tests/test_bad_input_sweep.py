@@ -133,6 +133,25 @@ def test_bad_runs_end_with_one_sentence(site, tmp_path):
     ], tmp_path)
     assert not (tmp_path / "r3" / "models" / "supervised" / "model.pt").exists()
     assert not (tmp_path / "m.ts").exists() and not (tmp_path / "m.onnx").exists()
+    assert not (tmp_path / "r2").exists()  # a failed training leaves no empty folders behind
+
+
+@pytest.mark.long  # one training start-up
+def test_a_missing_extra_ends_with_the_install_line(site, tmp_path):
+    """``--tracking mlflow`` without MLflow installed (here: a package of that name that cannot be imported, first on
+    the path): the last line names the handler and a pip line with the extra's requirements from the installed
+    package's metadata, instead of MONAI's 1,000-character OptionalImportError."""
+    fake = tmp_path / "site" / "mlflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise ImportError("No module named mlflow")\n')
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path / 'site'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+               OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, *map(str, train_cmd(site / "la", tmp_path / "out", "--tracking", "mlflow",
+                                                               "--max_iterations", "1"))],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode != 0
+    assert last_line(proc) == ("MLFlowHandler needs the mlflow package, which is not installed: pip install "
+                               "mlflow-skinny sqlalchemy alembic."), last_line(proc)
 
 
 def train_cmd(data, out, *extra) -> list:
@@ -232,6 +251,25 @@ def test_a_lock_that_names_no_live_holder_is_taken_over(tmp_path, caplog):
         lock.release()
         assert not os.path.exists(lock.path)
     assert caplog.text.count("taking over the lock of no run") == 4
+
+
+def test_releasing_the_lock_removes_the_folders_it_made_while_empty(tmp_path):
+    """A run that failed before writing anything leaves no empty ``models/<method>`` folders; a folder that holds
+    anything, and the folders that were there before, stay."""
+    lock = RunLock(str(tmp_path / "out" / "models" / "cps"))
+    lock.acquire()
+    assert os.path.isfile(lock.path)
+    lock.release()
+    assert not (tmp_path / "out").exists() and tmp_path.is_dir()
+    lock.acquire()
+    (tmp_path / "out" / "models" / "cps" / "checkpoint_epoch=1.pt").write_bytes(b"x")
+    lock.release()
+    assert (tmp_path / "out" / "models" / "cps" / "checkpoint_epoch=1.pt").is_file()
+    (tmp_path / "kept").mkdir()
+    lock = RunLock(str(tmp_path / "kept" / "models"))
+    lock.acquire()
+    lock.release()
+    assert (tmp_path / "kept").is_dir() and not (tmp_path / "kept" / "models").exists()
 
 
 def test_a_lock_that_cannot_be_written_leaves_no_file(tmp_path, monkeypatch):

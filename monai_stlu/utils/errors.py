@@ -18,6 +18,7 @@ import errno
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -168,7 +169,31 @@ def _foreign(exc: BaseException) -> str | None:
         missing = [p for p in _config_files() if not os.path.isfile(p)]
         if missing:
             return f"{missing[0]}: no such config file."
+    needed = re.match(r"Please install (\S+) before using (\S+)\.", text)  # MONAI's OptionalImportError
+    if needed:
+        return (f"{needed.group(2)} needs the {needed.group(1)} package, which is not installed: "
+                f"{_install_line(needed.group(1))}.")
     return None
+
+
+def _install_line(module: str) -> str:
+    """A pip command that installs ``module`` wherever this package came from: the requirements of the extra of
+    this package that names it (read from the installed package's metadata, e.g. ``mlflow-skinny``), else the
+    module's own name."""
+    from importlib import metadata
+
+    try:
+        requires = metadata.requires("monai_stlu") or []
+    except metadata.PackageNotFoundError:
+        requires = []
+    extras: dict[str, list[str]] = {}
+    for line in requires:
+        spec, _, marker = line.partition(";")
+        extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", marker)
+        if extra:
+            extras.setdefault(extra.group(1), []).append(spec.strip())
+    chosen = extras.get(module) or [module]
+    return "pip install " + " ".join(f"'{r}'" if any(c in r for c in "<>=!~[") else r for r in chosen)
 
 
 def explain(exc: BaseException) -> str:

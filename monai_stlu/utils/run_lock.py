@@ -68,6 +68,7 @@ class RunLock:
         from monai_stlu.utils.flags import as_bool
 
         self.folder = os.path.abspath(str(folder))
+        self._created: list[str] = []
         self.path = os.path.join(self.folder, name)
         self.enabled = as_bool(enabled) and int(os.environ.get("RANK", "0")) == 0
         self.held = False
@@ -125,7 +126,12 @@ class RunLock:
         """
         if not self.enabled or self.held:
             return self
+        missing, parent = [], self.folder
+        while parent and not os.path.isdir(parent) and os.path.dirname(parent) != parent:
+            missing.append(parent)
+            parent = os.path.dirname(parent)
         os.makedirs(self.folder, exist_ok=True)
+        self._created = missing  # deepest first: removed at release while they are still empty (a run that failed)
         for _ in range(3):
             if self._write_new():
                 break
@@ -170,3 +176,9 @@ class RunLock:
             except FileNotFoundError:
                 pass
         self.held = False
+        for folder in self._created:  # the folders acquire made, if the run left nothing in them
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
+        self._created = []
