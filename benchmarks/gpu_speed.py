@@ -172,15 +172,21 @@ def time_method(
 def eager(trainer):
     """Run the trainer's compiled modules eagerly for a while (``nn.Module.compile`` keeps the compiled call on the
     module as ``_compiled_call_impl``; without it the module calls its own forward)."""
+    from monai_stlu.networks.utils import unwrap
+
     modules = getattr(trainer, "compiled_modules", [])
     saved = [m.__dict__.get("_compiled_call_impl") for m in modules]
+    # the compiled entry points (forward_sdf, ...) are instance attributes over the class's own methods
+    entries = [{k: unwrap(m).__dict__.pop(k) for k in list(unwrap(m).__dict__) if k.startswith("forward_")}
+               for m in modules]
     for m in modules:
         m._compiled_call_impl = None
     try:
         yield
     finally:
-        for m, impl in zip(modules, saved):
+        for m, impl, entry in zip(modules, saved, entries):
             m._compiled_call_impl = impl
+            unwrap(m).__dict__.update(entry)
 
 
 def bare_loop(trainer, warmup: int, timed: int, device: torch.device) -> dict:

@@ -86,6 +86,27 @@ def test_compiled_training_equals_eager(method):
     assert_same_as_eager(method, {"backend": "aot_eager"}, rtol=1e-4, update_rtol=1e-3)
 
 
+def test_the_entry_points_other_methods_call_are_compiled_too():
+    """DTC calls ``forward_sdf``, which ``nn.Module.compile`` (``forward`` only) would leave eager: the trainer
+    compiles it as well, and the compiled run's losses are eager's."""
+    from monai_stlu.engines import DTCMethod
+    from monai_stlu.engines.semi_supervised_trainer import compile_entry_points
+    from monai_stlu.networks.nets import SDFVNet
+
+    METHODS["dtc"] = (DTCMethod, lambda: SDFVNet(n_filters=2))
+    try:
+        eager, _ = train("dtc", compile=False)
+        torch._dynamo.reset()
+        compiled, trainer = train("dtc", compile=True, compile_kwargs={"backend": "aot_eager"})
+    finally:
+        del METHODS["dtc"]
+    assert compiled == pytest.approx(eager, rel=1e-4)
+    entry = trainer.network.__dict__["forward_sdf"]
+    assert getattr(entry, "_torchdynamo_orig_callable", None) is not None  # a torch.compile wrapper
+    assert list(trainer.network.state_dict()) == list(SDFVNet(n_filters=2).state_dict())
+    assert compile_entry_points(VNet(n_filters=2), {"backend": "aot_eager"}) == []  # a network with forward only
+
+
 def test_the_teacher_and_second_networks_are_compiled_and_losses_are_not():
     _, trainer = train("mean_teacher", compile=False, iterations=1)
     modules = trainer.method.compiled_modules()

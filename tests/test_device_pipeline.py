@@ -12,14 +12,16 @@ from monai.utils import set_determinism
 from conftest import REPO_ROOT
 
 CONFIGS = REPO_ROOT / "bundles" / "stlu_la" / "configs"
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device here")])]
 
 
 def batches(data_dir, tmp_path, on_device: bool, device: str, n: int = 3):
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "quick.json")])
     parser.update({"bundle_root": str(tmp_path), "dataset_dir": data_dir, "num_val": 1, "num_labeled": 4,
-                   "data_on_device": on_device, "device": torch.device(device), "progress": False})
+                   "data_on_device": on_device, "device": torch.device(device), "progress": False,
+                   "num_workers": 0})  # one random stream on both sides (the bundle gives CUDA runs 4 workers)
     set_determinism(seed=7)
     loader = parser.get_parsed_content("train#dataloader")
     out = []

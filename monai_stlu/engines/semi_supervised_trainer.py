@@ -31,7 +31,7 @@ else:
     EventEnum, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "EventEnum")
     Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["SemiSupervisedTrainer", "set_pass"]
+__all__ = ["SemiSupervisedTrainer", "compile_entry_points", "set_pass"]
 
 
 def set_pass(loader: Any, batches_drawn: int) -> None:
@@ -41,6 +41,29 @@ def set_pass(loader: Any, batches_drawn: int) -> None:
     sampler = getattr(loader, "sampler", None)
     if hasattr(sampler, "set_epoch") and hasattr(loader, "__len__") and len(loader) > 0:
         sampler.set_epoch(int(batches_drawn) // len(loader))
+
+
+def compile_entry_points(module: torch.nn.Module, compile_kwargs: Mapping[str, Any]) -> list[str]:
+    """Compile ``module``'s ``forward_*`` methods with ``torch.compile`` (``nn.Module.compile`` covers ``forward``
+    only), as instance attributes: the module keeps its type and ``state_dict``. Under DistributedDataParallel the
+    entry points run inside DDP's forward (:py:class:`monai_stlu.utils.EntryPointDDP`) and stay eager: a warning
+    names them. Returns the names compiled."""
+    import logging
+
+    from monai_stlu.networks.utils import unwrap
+
+    target = unwrap(module)
+    names = sorted(n for n in dir(type(target)) if n.startswith("forward_") and callable(getattr(type(target), n)))
+    if not names:
+        return []
+    if isinstance(module, torch.nn.parallel.DistributedDataParallel):
+        logging.getLogger(__name__).warning(
+            f"compile: under DistributedDataParallel only {type(target).__name__}.forward is compiled; "
+            f"{', '.join(names)} run eager.")
+        return []
+    for name in names:
+        target.__dict__[name] = torch.compile(getattr(target, name), **dict(compile_kwargs))
+    return names
 
 
 class SemiSupervisedTrainer(Trainer):
@@ -91,7 +114,10 @@ class SemiSupervisedTrainer(Trainer):
             (``nn.Module.compile``: the modules keep their type and ``state_dict`` keys, so checkpoints, resumption and
             export are unchanged), after the method has attached (a teacher copied from the network is its own
             module). The step's shapes are static (fixed crops and batch sizes); the first iterations pay the
-            compilation. As ``monai.engines.SupervisedTrainer``'s ``compile``.
+            compilation. As ``monai.engines.SupervisedTrainer``'s ``compile``. The networks' other entry points
+            (``forward_sdf``, ``forward_all``, ``forward_embedding``, which DTC, SASSNet, CCT, URPC, MC-Net(+) and
+            SS-Net call) are compiled too (:py:func:`compile_entry_points`); under DistributedDataParallel they run
+            eager, and a warning says so.
         compile_kwargs: ``torch.compile`` arguments, e.g. ``{"mode": "reduce-overhead"}`` for CUDA graphs on a GPU.
 
     Raises:
@@ -183,6 +209,7 @@ class SemiSupervisedTrainer(Trainer):
         self.compiled_modules: list[torch.nn.Module] = [network, *self.method.compiled_modules()] if self.compile else []
         for module in self.compiled_modules:
             module.compile(**(compile_kwargs or {}))
+            compile_entry_points(module, compile_kwargs or {})
         if train_handlers is not None:
             self._register_handlers(train_handlers)
 

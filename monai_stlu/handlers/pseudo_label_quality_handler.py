@@ -73,7 +73,8 @@ class PseudoLabelQualityHandler:
             for case in self._loaded:
                 image = torch.as_tensor(case["image"])[None].to(self.device)
                 pred = argmax(self.inferer(image, network), dim=1)[0].cpu()
-                scores.append(dice_score(pred.numpy() > 0, torch.as_tensor(case["label"])[0].numpy() > 0))
+                label = torch.as_tensor(case["label"])[0].cpu()  # on the device with data_on_device
+                scores.append(dice_score(pred.numpy() > 0, label.numpy() > 0))
         finally:
             network.train(was_training)
         return float(sum(scores) / len(scores))
