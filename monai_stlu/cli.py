@@ -127,19 +127,22 @@ def generate_bundles(check: bool = False, bundles_dir: str | None = None) -> int
 
 
 def release_bundle(
-    bundle: str, o: str, weights: str | None = None, overwrite: bool = False, backbone: str | None = None
+    bundle: str, o: str, weights: str | None = None, overwrite: bool = False, backbone: str | None = None,
+    weights_url: str | None = None,
 ) -> str:
     """Build a Model Zoo release of a bundle into the zoo-shaped folder ``o`` (``o/models/<bundle>`` and its unit test
     ``o/ci/unit_tests/test_<bundle>.py``; ``o`` may be a model-zoo checkout): the bundle carries this package in
-    ``scripts/`` and requires only packages a public index serves. ``--weights`` ships a trained ``model.pt``;
-    ``--backbone dynunet`` (or the weights' recorded backbone) releases that network instead of the V-Net."""
+    ``scripts/`` and requires only packages a public index serves. ``--weights MODEL.pt`` (required) ships a trained
+    STLU-Net and sets the released configs to the settings it records; ``--weights_url URL`` names where it is uploaded
+    (``large_files.yml``); ``--backbone`` must agree with the recorded backbone."""
     from monai_stlu.bundle.release import release_bundle as release
 
-    dest = release(bundle, o, weights=weights, overwrite=overwrite, backbone=backbone)
+    dest = release(bundle, o, weights=weights, overwrite=overwrite, backbone=backbone, weights_url=weights_url)
     with open(os.path.join(dest, "configs", "metadata.json")) as f:
         requires = json.load(f)["required_packages_version"]
-    print(f"released {bundle} to {dest} (code in scripts/monai_stlu; requires {', '.join(sorted(requires))}"
-          f"{'; weights models/model.pt' if weights else '; no weights: pass --weights models/model.pt'}); "
+    upload = "" if weights_url else "; add the weights' upload URL to large_files.yml (--weights_url)"
+    print(f"released {bundle} to {dest} (code in scripts/monai_stlu; requires {', '.join(sorted(requires))}; "
+          f"weights models/model.pt{upload}); "
           f"zoo unit test: {os.path.join(o, 'ci', 'unit_tests', f'test_{os.path.basename(dest)}.py')}")
     return dest
 

@@ -19,8 +19,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
-from bundle_utils import quick_subset
+from bundle_utils import last_line, quick_subset
 from conftest import REPO_ROOT
 
 ZOO = os.environ.get("MODEL_ZOO_DIR", "")
@@ -52,19 +53,73 @@ def isolated(script: str, cwd: Path, timeout: int = 600) -> subprocess.Completed
                           capture_output=True, text=True, timeout=timeout)
 
 
+def trained_weights(folder: Path, backbone: str = "vnet", method: str = "STLUMethod") -> Path:
+    """A model file as the LA bundle's training writes it (8 filters, a 64x64x48 patch, as ``quick.json``): the
+    network its configs build with those settings, and the record of them."""
+    from monai.bundle import ConfigParser
+
+    from monai_stlu.utils import attach_model_record
+
+    settings = {"n_filters": 8, "patch_size": [64, 64, 48], "backbone": backbone}
+    parser = ConfigParser()
+    parser.read_config(str(REPO_ROOT / "bundles" / "stlu_la" / "configs" / "train.json"))
+    parser.update({**settings, "bundle_root": str(folder)})
+    net = parser.get_parsed_content("network_def")
+    path = folder / f"{backbone}_{method}.pt"
+    torch.save(attach_model_record(net.state_dict(), {"bundle": "stlu_la", "method": method, "settings": settings}),
+               path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
     zoo = tmp_path_factory.mktemp("zoo")
-    proc = console("release_bundle", "stlu_la", "-o", str(zoo), cwd=zoo)
+    weights = trained_weights(zoo)
+    proc = console("release_bundle", "stlu_la", "-o", str(zoo), "--weights", str(weights), "--weights_url",
+                   "https://example.org/stlu_la/model.pt", cwd=zoo)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().splitlines()[-1].startswith(f"released stlu_la to {zoo / 'models' / 'stlu_la'}")
     return zoo
 
 
+def test_the_release_builds_the_shipped_network_and_names_its_weights(release):
+    """The released configs take the model's recorded settings (a quick model: 8 filters, not the bundle's 16), so
+    the network the zoo's check builds loads the shipped weights as they are; ``large_files.yml`` names their md5
+    (computed here from the file) and the upload URL."""
+    import hashlib
+
+    from monai.bundle import ConfigParser
+
+    root = release / "models" / "stlu_la"
+    train = json.loads((root / "configs" / "train.json").read_text())
+    assert train["n_filters"] == 8 and train["patch_size"] == [64, 64, 48]
+    shipped = root / "models" / "model.pt"
+    assert shipped.read_bytes() == (release / "vnet_STLUMethod.pt").read_bytes()
+    parser = ConfigParser()
+    parser.read_config([str(root / "configs" / "train.json"), str(root / "configs" / "inference.json")])
+    parser["bundle_root"] = str(root)
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(shipped, weights_only=True), strict=True)
+    text = (root / "large_files.yml").read_text()
+    assert f'hash_val: "{hashlib.md5(shipped.read_bytes()).hexdigest()}"' in text
+    assert 'path: "models/model.pt"' in text and 'url: "https://example.org/stlu_la/model.pt"' in text
+
+
+def test_a_release_without_weights_or_with_another_methods_is_refused(tmp_path):
+    """Without weights the zoo's own check fails ("models/model.pt is not existing"): refused before anything is
+    written; weights of another method would not fit the bundle's network: refused, naming the file."""
+    none = console("release_bundle", "stlu_la", "-o", str(tmp_path / "zoo"), cwd=tmp_path)
+    assert none.returncode != 0 and "ships its trained weights" in last_line(none), last_line(none)
+    other = trained_weights(tmp_path, method="MeanTeacherMethod")
+    proc = console("release_bundle", "stlu_la", "-o", str(tmp_path / "zoo"), "--weights", str(other), cwd=tmp_path)
+    assert proc.returncode != 0 and last_line(proc).startswith(f"{other}: records the method MeanTeacherMethod")
+    assert not (tmp_path / "zoo" / "models" / "stlu_la").exists()
+
+
 def test_release_is_self_contained_and_declares_what_it_needs(release):
     root = release / "models" / "stlu_la"
     assert (root / "scripts" / "monai_stlu" / "engines" / "methods" / "stlu.py").is_file()
-    assert not list(root.rglob("__pycache__")) and not (root / "models").exists()
+    assert not list(root.rglob("__pycache__")) and [p.name for p in (root / "models").iterdir()] == ["model.pt"]
     assert not (root / "configs" / "bundle_delta.json").exists()
     meta = json.loads((root / "configs" / "metadata.json").read_text())
     assert "monai_stlu" not in meta["required_packages_version"]
@@ -78,12 +133,13 @@ def test_release_is_self_contained_and_declares_what_it_needs(release):
 
 @pytest.mark.long
 def test_release_refuses_to_overwrite_unless_asked(release):
-    proc = console("release_bundle", "stlu_la", "-o", str(release), cwd=release)
+    weights = ["--weights", str(release / "vnet_STLUMethod.pt")]
+    proc = console("release_bundle", "stlu_la", "-o", str(release), *weights, cwd=release)
     assert proc.returncode == 1
     last = (proc.stdout + proc.stderr).strip().splitlines()[-1]
     assert "models/stlu_la exists" in last and "--overwrite" in last
     assert (release / "models" / "stlu_la" / "configs" / "metadata.json").is_file()  # the release is intact
-    assert console("release_bundle", "stlu_la", "-o", str(release), "--overwrite", cwd=release).returncode == 0
+    assert console("release_bundle", "stlu_la", "-o", str(release), *weights, "--overwrite", cwd=release).returncode == 0
     assert not [p for p in (release / "models").iterdir() if p.name.startswith(".")]  # no staging left behind
 
 
@@ -119,7 +175,8 @@ def test_zoo_requirements_resolve_on_the_public_index(release, tmp_path):
 def release_dynunet(tmp_path_factory):
     """A release on MONAI's DynUNet (``--backbone dynunet``)."""
     zoo = tmp_path_factory.mktemp("zoo_dynunet")
-    proc = console("release_bundle", "stlu_la", "-o", str(zoo), "--backbone", "dynunet", cwd=zoo)
+    weights = trained_weights(zoo, backbone="dynunet")
+    proc = console("release_bundle", "stlu_la", "-o", str(zoo), "--weights", str(weights), cwd=zoo)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return zoo
 
@@ -156,6 +213,8 @@ def test_zoo_checks_and_unit_test_pass_without_this_repository(backbone, request
         os.makedirs("verify", exist_ok=True)  # the zoo's check writes its own weights; the bundle stays as released
         net = parser.get_parsed_content("network_def")
         print("backbone:", type(net.backbone).__name__)
+        shipped = torch.load(os.path.join(bundle, "models", "model.pt"), weights_only=True)
+        net.load_state_dict(shipped, strict=True)  # the configs build the shipped network
         torch.save(net.state_dict(), os.path.join("verify", "model.pt"))
         ckpt_export(net_id="network_def", filepath=os.path.join("verify", "model.ts"), meta_file=meta,
                     config_file=os.path.join(bundle, "configs", "inference.json"),

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import tempfile
+from typing import Any
 from collections.abc import Callable
 
 __all__ = ["MONAI_LABEL_VERSION", "release_bundle", "runtime_requirements", "zoo_requirements"]
@@ -92,14 +93,6 @@ def _add_scripts_import(config: dict) -> bool:
     return True
 
 
-def _set_backbone(config: dict, backbone: str) -> bool:
-    """Set the ``backbone`` key of a config that builds a network (has the key); True when set."""
-    if "backbone" not in config:
-        return False
-    config["backbone"] = backbone
-    return True
-
-
 def _release_backbone(backbone: str | None, weights: str | None) -> str | None:
     """The backbone a release is built with: the one asked for, else the weights' recorded one (None: as it is)."""
     from monai_stlu.utils.model_record import read_model_record
@@ -115,8 +108,56 @@ def _release_backbone(backbone: str | None, weights: str | None) -> str | None:
     return backbone
 
 
+def _recorded_settings(weights: str, bundle_name: str) -> dict[str, Any]:
+    """The settings a model file records (checked by the record's schema, read as data), after checking that the
+    release can build its network: the bundle's own method (STLU-Net), trained by this bundle.
+
+    Raises:
+        ValueError: the file is no model file, or records another method or bundle.
+    """
+    from monai_stlu.utils.model_record import load_model_file, model_record_of
+
+    record = model_record_of(load_model_file(weights, flat=True), weights)
+    method, trained_by = record.get("method"), record.get("bundle")
+    if method not in (None, "STLUMethod"):
+        raise ValueError(f"{weights}: records the method {method}; a released bundle builds its own STLU-Net, so "
+                         "only STLU-Net weights can ship with it (train them with the bundle's train.json alone).")
+    if trained_by not in (None, bundle_name):
+        raise ValueError(f"{weights}: was trained by the {trained_by} bundle, not {bundle_name}; release it with "
+                         f"{trained_by}.")
+    return dict(record.get("settings") or {})
+
+
+def _set_recorded(config: dict, settings: dict[str, Any]) -> bool:
+    """Give a config's plain top-level keys the model's recorded values (filters, patch, spacing, mixing, ...), so
+    its ``network_def`` builds the shipped network; True when any changed. Keys holding expressions stay."""
+    changed = False
+    for key, value in settings.items():
+        current = config.get(key, None)
+        if key in config and not (isinstance(current, str) and current.startswith(("$", "@", "%"))) and current != value:
+            config[key] = value
+            changed = True
+    return changed
+
+
+def _large_files(weights: str, url: str | None) -> str:
+    """``large_files.yml`` for the shipped weights, as the zoo's bundles write it (path, URL, md5)."""
+    import hashlib
+
+    digest = hashlib.md5()
+    with open(weights, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    lines = ["large_files:", '  - path: "models/model.pt"']
+    if url:
+        lines.append(f"    url: {json.dumps(url)}")
+    lines += [f'    hash_val: "{digest.hexdigest()}"', '    hash_type: "md5"']
+    return "\n".join(lines) + "\n"
+
+
 def release_bundle(
-    bundle: str, zoo_root: str, weights: str | None = None, overwrite: bool = False, backbone: str | None = None
+    bundle: str, zoo_root: str, weights: str | None = None, overwrite: bool = False, backbone: str | None = None,
+    weights_url: str | None = None,
 ) -> str:
     """Write ``<zoo_root>/models/<bundle>/`` (a Model Zoo bundle that carries its code) and
     ``<zoo_root>/ci/unit_tests/test_<bundle>.py`` (its zoo unit test), as a pull request to
@@ -127,10 +168,11 @@ def release_bundle(
     and every config that imports ``monai_stlu`` imports ``scripts`` first. ``metadata.json`` then requires only what
     a public index serves: ``monai_stlu``'s own requirements pinned at the installed versions
     (:py:func:`runtime_requirements`), and declares ``supported_apps`` (MONAI Label), so the zoo checks the bundle's
-    MONAI Label properties. ``weights`` (a trained ``model.pt``) becomes ``models/model.pt``; the zoo fetches
-    published weights through ``large_files.yml``, which names where they are uploaded. ``backbone`` (or, without
-    it, the backbone that the weights' model record names) becomes the released configs' ``backbone`` key, so the
-    zoo, MONAI Label and ``python -m monai.bundle`` build that network.
+    MONAI Label properties. ``weights`` (a trained ``model.pt``, required: the zoo's check needs it) becomes
+    ``models/model.pt``, and the settings its model record names (filters, patch size, spacing, backbone, ...) become
+    the released configs' values, so the zoo, MONAI Label and ``python -m monai.bundle`` build exactly that network;
+    weights of another method or bundle are refused. ``large_files.yml`` names the weights' md5 and, with
+    ``weights_url``, where they are uploaded (the zoo fetches published weights from there).
 
     The release is written beside its place and moved there when complete: an interrupted release leaves no
     half-written bundle, and an existing one is replaced only with ``overwrite``.
@@ -138,10 +180,11 @@ def release_bundle(
     Args:
         bundle: a bundle name (``stlu_la``, ``stlu_pancreas``, ``stlu_brats``) or folder.
         zoo_root: the folder that gets ``models/`` and ``ci/``.
-        weights: a ``model.pt`` to ship, or None.
+        weights: the ``model.pt`` to ship (an STLU-Net trained by this bundle).
         overwrite: replace an existing release of the same bundle.
         backbone: the segmentation network of the release (``vnet``, ``dynunet``, ``segresnet``, ``unet``); None
-            keeps the bundle's, or takes the weights' recorded one.
+            takes the weights' recorded one; another one is refused.
+        weights_url: where the weights are uploaded, for ``large_files.yml``.
 
     Returns:
         the released bundle folder.
@@ -157,10 +200,16 @@ def release_bundle(
         default_bundles_dir(), str(bundle))
     if not os.path.isfile(os.path.join(source, "configs", "metadata.json")):
         raise FileNotFoundError(f"{bundle}: not a bundle name or folder (no configs/metadata.json).")
-    if weights is not None and not os.path.isfile(weights):
+    name = os.path.basename(os.path.normpath(source))
+    if weights is None:
+        raise ValueError(f"release_bundle {bundle}: a Model Zoo bundle ships its trained weights (the zoo's check "
+                         "needs models/model.pt): give --weights MODEL.pt, a model.pt this bundle's training wrote.")
+    if not os.path.isfile(weights):
         raise FileNotFoundError(f"{weights}: the weights to release do not exist.")
     backbone = _release_backbone(backbone, weights)
-    name = os.path.basename(os.path.normpath(source))
+    settings = _recorded_settings(weights, name)
+    if backbone is not None:
+        settings["backbone"] = backbone
     models_dir = os.path.join(zoo_root, "models")
     dest = os.path.join(models_dir, name)
     if os.path.exists(dest) and not overwrite:
@@ -178,8 +227,7 @@ def release_bundle(
         for file in sorted(os.listdir(configs)):
             if file.endswith(".json"):
                 _edit_config(os.path.join(configs, file), _add_scripts_import)
-                if backbone is not None:
-                    _edit_config(os.path.join(configs, file), functools.partial(_set_backbone, backbone=backbone))
+                _edit_config(os.path.join(configs, file), functools.partial(_set_recorded, settings=settings))
         meta_file = os.path.join(configs, "metadata.json")
         with open(meta_file) as f:
             metadata = json.load(f)
@@ -188,9 +236,10 @@ def release_bundle(
         with open(meta_file, "w") as f:
             json.dump(metadata, f, indent=4)
             f.write("\n")
-        if weights is not None:
-            os.makedirs(os.path.join(out, "models"), exist_ok=True)
-            shutil.copy2(weights, os.path.join(out, "models", "model.pt"))
+        os.makedirs(os.path.join(out, "models"), exist_ok=True)
+        shutil.copy2(weights, os.path.join(out, "models", "model.pt"))
+        with open(os.path.join(out, "large_files.yml"), "w") as f:
+            f.write(_large_files(weights, weights_url))
         with open(os.path.join(os.path.dirname(__file__), "zoo_unit_test.template")) as f:
             unit_test = f.read().replace('BUNDLE = "stlu_la"', f'BUNDLE = "{name}"')
         tests_dir = os.path.join(zoo_root, "ci", "unit_tests")
