@@ -8,6 +8,7 @@ the test list, and cached: an interrupted or repeated run resumes its checkpoint
 
     python benchmarks/quality.py run --protocol cpu --methods supervised,mean_teacher,stlu --seeds 0,1
     python benchmarks/quality.py report --protocol cpu
+    python benchmarks/quality.py table --archive_dir DIR --tag _half2500 --results_dir OUT   # monai_stlu compare's table
     python benchmarks/quality.py robustness --protocol cpu --sigmas 0.1,0.2,0.3,0.4,0.5   # noisy test images
     python benchmarks/quality.py run --protocol cpu --labeled 4,8,16 --seeds 0            # label-ratio sweep
     python benchmarks/quality.py run --protocol cpu --methods stlu --tag _cascade --override --dropout_placement cascade
@@ -43,15 +44,15 @@ import time
 from collections import defaultdict
 
 from monai_stlu.bundle.compare import (
-    METRICS, bundle_call as bundle, mean_metrics, read_cases, resolved, run_method, validation_curve,
-    write_text_atomic,
+    METRICS, bundle_call as bundle, comparison_report, mean_metrics, read_cases, resolved, run_method,
+    validation_curve, write_text_atomic,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "bundles", "stlu_la", "configs")
 METHODS = (
     "supervised", "supervised_ssl4mis", "supervised_uamt", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "dtc",
-    "sassnet", "ssnet", "dan", "urpc", "cct", "ict", "mcnet", "stlu",
+    "sassnet", "ssnet", "dan", "urpc", "cct", "ict", "mcnet", "ml", "stlu",
 )
 _RUN_NAME = re.compile(r"(.+)_seed(\d+)")  # a run folder: <method><tag>_seed<seed>
 
@@ -404,6 +405,24 @@ def report(opts: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def comparison_table(opts: argparse.Namespace) -> str:
+    """``monai_stlu compare``'s table (gain over each method's matched supervised run with the paired test, the
+    convergence check, the verdict) for the archived runs of ``opts.tag``, written to ``opts.results_dir``."""
+    runs: dict[str, dict[int, tuple[str, dict]]] = defaultdict(dict)
+    for tagged, seeds in archived_runs(opts).items():
+        if not tagged.endswith(opts.tag) or (opts.tag and tagged == opts.tag):
+            continue
+        method = tagged[: len(tagged) - len(opts.tag)] if opts.tag else tagged
+        if method not in METHODS:
+            continue
+        for seed, folder in seeds.items():
+            with open(os.path.join(folder, "done.json")) as f:
+                runs[method][seed] = (folder, json.load(f))
+    if not runs:
+        raise SystemExit(f"no archived run tagged {opts.tag!r} in {opts.archive_dir}.")
+    return comparison_report(opts.results_dir, METHODS, runs, CONFIGS)
+
+
 def line_styles(n: int) -> list[tuple[str, str]]:
     """``n`` (colour, line style) pairs, all different: the ten ``tab10`` colours, then again dashed, dotted, ..."""
     dashes = ["-", "--", ":", "-."]
@@ -515,7 +534,7 @@ def overlay(opts: argparse.Namespace, runs: dict, out: str, plt) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["run", "report", "robustness", "bn_check", "margin"])
+    parser.add_argument("command", choices=["run", "report", "table", "robustness", "bn_check", "margin"])
     parser.add_argument("--protocol", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--methods", default="supervised,mean_teacher,stlu", help=f"comma-separated, of {METHODS}")
     parser.add_argument("--seeds", default="0,1")
@@ -566,6 +585,8 @@ def main(argv: list[str] | None = None) -> None:
     elif opts.command == "margin":
         opts.num_labeled = counts[0]
         print(margin(opts, methods, seeds))
+    elif opts.command == "table":
+        print(comparison_table(opts))
     elif opts.command == "robustness":
         opts.num_labeled = counts[0]
         print(robustness(opts, methods, seeds, [float(s) for s in opts.sigmas.split(",")]))

@@ -4,6 +4,7 @@ exports through the same evaluate/inference configs (the exported network is alw
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import pytest
@@ -15,7 +16,7 @@ from conftest import REPO_ROOT, shared_la_dir
 CONFIGS = REPO_ROOT / "bundles" / "stlu_la" / "configs"
 METHODS = [
     "supervised", "supervised_ssl4mis", "supervised_uamt", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "dtc", "sassnet", "ssnet", "dan", "urpc",
-    "cct", "ict", "mcnet", "stlu",
+    "cct", "ict", "mcnet", "ml", "stlu",
 ]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -45,7 +46,8 @@ def test_method_trains_evaluates_exports(method, tmp_path):
     sub = "" if method == "stlu" else method  # each baseline in its own folder; STLU-Net is the bundle's own model
     models, evals = tmp_path / "models" / sub, tmp_path / "eval" / sub
     ckpt = torch.load(next(models.glob("checkpoint_*.pt")), weights_only=True)
-    assert ckpt["run_info"]["method"].lower().replace("_", "").startswith(method.replace("_", "")[:4])
+    target = json.loads((CONFIGS / "methods" / f"{method}.json").read_text())["method"]["_target_"]
+    assert ckpt["run_info"]["method"] == target.rsplit(".", 1)[-1]  # the class the method file builds
     if method in ("mean_teacher", "ua_mt", "bcp", "ict"):
         assert any(k.startswith("teacher.") for k in ckpt["method"])
     if method == "cps":

@@ -35,6 +35,7 @@ REFERENCES = {
     "mcnet_plus": ("MC-Net train_mcnet_3d.py", 15000, 1.0, 40, 0, None, None),
     "ssnet": ("SS-Net train_ss_3d.py", 15000, 1.0, 40, 1, ("step", 2500), None),
     "bcp": ("BCP LA_BCP_train.py", 15000, None, None, 0, ("step", 2500), 2000),
+    "ml": ("ML train_Mutual_Reliable.py", 15000, 1.0, 40, 1, None, None),
 }
 
 
@@ -105,7 +106,7 @@ def test_the_schedule_is_the_references_at_the_same_fraction(method, budget):
 MATCHED = {
     "supervised_ssl4mis": ("mean_teacher", "cps", "ict", "dan", "cct", "urpc"),
     "supervised_uamt": ("ua_mt", "dtc", "sassnet", "ssnet", "bcp"),
-    "supervised": ("stlu", "mcnet", "mcnet_plus"),
+    "supervised": ("stlu", "mcnet", "mcnet_plus", "ml"),
 }
 
 

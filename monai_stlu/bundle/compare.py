@@ -351,11 +351,26 @@ def _finished(out: str) -> dict[str, dict[int, tuple[str, dict]]]:
     return runs
 
 
+def _test_metrics(folder: str) -> str:
+    """A run's per-case test metrics: ``test/metrics.csv`` in a run folder, ``test_metrics.csv`` in an archived one."""
+    inside = os.path.join(folder, "test", "metrics.csv")
+    return inside if os.path.isfile(inside) else os.path.join(folder, "test_metrics.csv")
+
+
+def _curve(folder: str, summary: Mapping[str, Any]) -> list[tuple[int, float]]:
+    """A run's validation curve: its ``validation.csv``, else read from its training log."""
+    path = os.path.join(folder, "validation.csv")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return [(int(r["iteration"]), float(r["dice"])) for r in csv.DictReader(f)]
+    return validation_curve(os.path.join(folder, "train.log"), int(summary.get("val_interval", 1)))
+
+
 def _case_dice(runs: Mapping[int, tuple[str, dict]], seeds: Sequence[int]) -> dict[str, float]:
     """case -> test Dice (%) averaged over ``seeds``."""
     per_case: dict[str, list[float]] = {}
     for seed in seeds:
-        for row in read_cases(os.path.join(runs[seed][0], "test", "metrics.csv")):
+        for row in read_cases(_test_metrics(runs[seed][0])):
             per_case.setdefault(row["case"], []).append(100 * float(row["dice"]))
     return {c: sum(v) / len(v) for c, v in per_case.items() if len(v) == len(seeds)}
 
@@ -366,10 +381,32 @@ def _at_fraction(curve: Sequence[tuple[int, float]], fraction: float, total: int
     return points[-1] if points else None
 
 
-def comparison_report(out: str, order: Sequence[str] | None = None) -> str:
+def comparison_report(
+    out: str, order: Sequence[str] | None = None, runs: Mapping[str, Mapping[int, tuple[str, dict]]] | None = None,
+    configs: str | None = None,
+) -> str:
     """Write ``comparison.md`` (the table and the verdict), ``summary.csv``, ``per_case.csv`` and, with matplotlib,
-    ``learning_curves.png`` in ``out`` from its finished runs; return the Markdown."""
-    runs = _finished(out)
+    ``learning_curves.png`` in ``out``; return the Markdown.
+
+    Args:
+        out: the comparison folder.
+        order: the methods' order in the table (others follow, sorted).
+        runs: method -> seed -> (run folder, its ``done.json``); default the finished runs in ``out/runs``. Archived
+            runs (``test_metrics.csv``, ``validation.csv``) are read too.
+        configs: a bundle's configs folder, for runs whose record does not name the supervised run of their recipe
+            (read from the method file) or their budget (read from their overrides).
+    """
+    from monai_stlu.utils.settings_check import top_level_values
+
+    runs = _finished(out) if runs is None else runs
+    for method, seeds in runs.items():
+        for _, summary in seeds.values():
+            if "max_iterations" not in summary:
+                summary["max_iterations"] = int(override_values(summary.get("override") or []).get(
+                    "max_iterations", summary.get("max_iterations", 0)))
+            if "matched_supervised" not in summary and configs:
+                summary["matched_supervised"] = top_level_values(method_files(configs, method, None)).get(
+                    "matched_supervised")
     if not runs:
         raise ValueError(f"{out}: no finished run to report (runs/*/done.json); run the comparison first.")
     methods = [m for m in (order or []) if m in runs] + sorted(m for m in runs if m not in (order or []))
@@ -385,13 +422,13 @@ def comparison_report(out: str, order: Sequence[str] | None = None) -> str:
         raw = [100 * s.get("test_without_largest_component", s["test"])["dice"] for s in summaries]
         at60, best = [], []
         for seed, s in zip(seeds, summaries):
-            curve = validation_curve(os.path.join(runs[method][seed][0], "train.log"), s["val_interval"])
+            curve = _curve(runs[method][seed][0], s)
             curves.setdefault(method, []).append(curve)
             if curve:
                 best.append(100 * max(d for _, d in curve))
                 v = _at_fraction(curve, 0.6, s["max_iterations"])
                 at60.append(100 * v if v is not None else math.nan)
-            for row in read_cases(os.path.join(runs[method][seed][0], "test", "metrics.csv")):
+            for row in read_cases(_test_metrics(runs[method][seed][0])):
                 per_case_rows.append([method, seed, row["case"], *(row[k] for k in METRICS)])
         versions = sorted({c for s in summaries for c in s.get("commits", [s.get("commit", "?")])})
         precisions = sorted({p for s in summaries for p in s.get("precisions", [])})
@@ -411,7 +448,7 @@ def comparison_report(out: str, order: Sequence[str] | None = None) -> str:
         if at60 and best and not any(math.isnan(v) for v in at60):
             gap = sum(best) / len(best) - sum(at60) / len(at60)
             conv = f"{sum(at60) / len(at60):.2f} / {sum(best) / len(best):.2f} ({'yes' if gap <= 2.0 else 'no'})"
-        minutes = sum(s.get("train_minutes_all_segments", s["train_minutes"]) for s in summaries) / len(summaries)
+        minutes = sum(s.get("train_minutes_all_segments", s.get("train_minutes", 0.0)) for s in summaries) / len(summaries)
         spread = f" ± {dice_s:.2f}" if len(seeds) > 1 else ""
         rows.append(f"| {method} | `{matched}` | {','.join(map(str, seeds))} | {dice_m:.2f}{spread} | "
                     f"{metrics['jaccard'][0]:.2f} | {metrics['hd95_mm'][0]:.2f} | {metrics['asd_mm'][0]:.2f} | "
@@ -424,6 +461,7 @@ def comparison_report(out: str, order: Sequence[str] | None = None) -> str:
             "precision | code |")
     lines = [head, "|" + "---|" * 13, *rows, "", *_verdict(stats, runs)]
     text = "\n".join(lines) + "\n"
+    os.makedirs(out, exist_ok=True)
     write_text_atomic(os.path.join(out, "comparison.md"), text)
     buf = io.StringIO()
     csv.writer(buf).writerows([["method", "metric", "mean", "std_over_seeds", "seeds"], *csv_rows])

@@ -10,6 +10,7 @@ from .methods import (
     ICTMethod,
     MCNetPlusMethod,
     MeanTeacherMethod,
+    MutualReliableMethod,
     SASSNetMethod,
     SSNetMethod,
     SemiSupervisedMethod,

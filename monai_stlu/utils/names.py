@@ -18,5 +18,6 @@ DROPOUT_PLACEMENTS = ("cascade", "decoder")
 #: model file records them
 METHOD_NAMES = (
     "BCPMethod", "CCTMethod", "CPSMethod", "DANMethod", "DTCMethod", "ICTMethod", "MCNetPlusMethod",
-    "MeanTeacherMethod", "SASSNetMethod", "SSNetMethod", "STLUMethod", "SupervisedMethod", "UAMTMethod", "URPCMethod",
+    "MeanTeacherMethod", "MutualReliableMethod", "SASSNetMethod", "SSNetMethod", "STLUMethod", "SupervisedMethod",
+    "UAMTMethod", "URPCMethod",
 )

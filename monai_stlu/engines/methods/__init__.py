@@ -11,6 +11,7 @@ from .ict import ICTMethod
 from .mcnet_plus import MCNetPlusMethod
 from .mean_teacher import MeanTeacherMethod
 from .multi_output import MultiOutputMethod
+from .mutual_reliable import MutualReliableMethod
 from .sassnet import SASSNetMethod
 from .ssnet import SSNetMethod
 from .stlu import STLUMethod

@@ -68,8 +68,15 @@ class MCNetPlus(nn.Module):
     @torch.jit.unused
     def forward_all(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Logits of every decoder, the V-Net decoder first."""
-        feats = self.backbone.encode(x)
-        outs = [self.backbone.head(self.head_dropout(self.backbone.decode_features(feats)))]
-        for stages, head in zip(self.extra_decoders, self.extra_heads):
-            outs.append(head(self.head_dropout(self.backbone.run_decoder(stages, feats)[-1])))
-        return outs
+        return self.forward_all_features(x)[0]
+
+    @torch.jit.unused
+    def forward_all_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Logits of every decoder (the V-Net decoder first) and the features each head reads (the last decoder
+        stage after the head's dropout: the reference's ``x9``, which mutual learning with reliable pseudo-labels
+        builds its class prototypes from)."""
+        enc = self.backbone.encode(x)
+        feats = [self.head_dropout(self.backbone.decode_features(enc))]
+        feats += [self.head_dropout(self.backbone.run_decoder(stages, enc)[-1]) for stages in self.extra_decoders]
+        heads = [self.backbone.head, *self.extra_heads]
+        return [head(f) for head, f in zip(heads, feats)], feats
