@@ -206,10 +206,12 @@ def test_pinned_mean_teacher_uses_ssl4mis_dice_over_every_class():
     assert np.isclose(reference_weight(0.1, 200, 6000), 0.1 * np.exp(-5 * (1 - 40 / 200) ** 2))
 
 
-@pytest.mark.parametrize("budget, expected", [(1000, (200, 10, 1000 / 6, 133)), (3000, (600, 30, 500, 400))])
+@pytest.mark.parametrize("budget, expected", [(1000, (100, 10, 1000 / 6, 133)), (2500, (250, 25, 2500 / 6, 333)),
+                                             (3000, (300, 30, 500, 400))])
 def test_cpu_protocol_scales_every_schedule_with_its_budget(budget, expected):
-    """The CPU protocol's schedules follow its budget (BCP's reference: 15,000 iterations after 2,000 of
-    pre-training): at 1,000 iterations a ramp step of 10, an LR step of 166.7; at 3,000 three times those."""
+    """The CPU protocol's schedules and validations follow its budget (BCP's reference: 15,000 iterations after 2,000
+    of pre-training): at 1,000 iterations a ramp step of 10, an LR step of 166.7, a validation every 100; at 2,500
+    (the protocol's own) and 3,000 the same fractions."""
     cfg = parsed("train.json", "cpu_protocol.json", "methods/bcp.json", max_iterations=budget)
     keys = ("val_interval", "ramp_iterations", "lr_step", "bcp_pretrain_iterations")
     assert tuple(cfg.get_parsed_content(k) for k in keys) == pytest.approx(expected)
