@@ -105,6 +105,17 @@ def test_the_release_builds_the_shipped_network_and_names_its_weights(release):
     assert 'path: "models/model.pt"' in text and 'url: "https://example.org/stlu_la/model.pt"' in text
 
 
+def test_the_released_docs_read_from_the_released_folder(release):
+    """The released ``docs/README.md`` names paths relative to the bundle (it runs from its own folder), leaves out
+    the repository's protocol and speed sections, and names the repository's files as such, not as paths."""
+    import re
+
+    text = (release / "models" / "stlu_la" / "docs" / "README.md").read_text()
+    assert "bundles/stlu_la" not in text and "## Quality protocol" not in text and "## Performance" in text
+    assert not re.search(r"`(BENCHMARKS\.md|tests/|benchmarks/)", text)
+    assert "--config_file configs/train.json" in text  # a command as a user types it in the released folder
+
+
 def test_a_release_without_weights_or_with_another_methods_is_refused(tmp_path):
     """Without weights the zoo's own check fails ("models/model.pt is not existing"): refused before anything is
     written; weights of another method would not fit the bundle's network: refused, naming the file."""

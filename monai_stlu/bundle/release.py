@@ -155,6 +155,27 @@ def _large_files(weights: str, url: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+# sections of a bundle's docs that describe the repository's own protocol and tools, which do not ship
+_REPOSITORY_SECTIONS = ("## Quality protocol", "## Speed")
+_REPOSITORY_PATH = re.compile(r"`((?:BENCHMARKS\.md|benchmarks/|tests/|README\.md)[^`]*)`")
+
+
+def released_readme(text: str, name: str) -> str:
+    """A bundle's ``docs/README.md`` as it reads inside the released bundle: paths relative to the bundle folder
+    (``bundles/<name>/`` dropped: a released bundle runs from its own folder), the sections about the repository's
+    own protocol and tools left out, and the repository's files (``BENCHMARKS.md``, ``tests/...``, ``benchmarks/...``)
+    named as files of the monai_stlu repository rather than as paths that would not resolve."""
+    kept, skipping = [], False
+    for line in text.splitlines():
+        if line.startswith("## "):
+            skipping = line.startswith(_REPOSITORY_SECTIONS)
+        if not skipping:
+            kept.append(line)
+    out = "\n".join(kept) + "\n"
+    out = out.replace(f"bundles/{name}/", "").replace(f"/path/to/monai_stlu/bundles/{name}", "/path/to/" + name)
+    return _REPOSITORY_PATH.sub(lambda m: f"the monai_stlu repository's {m.group(1)}", out)
+
+
 def release_bundle(
     bundle: str, zoo_root: str, weights: str | None = None, overwrite: bool = False, backbone: str | None = None,
     weights_url: str | None = None,
@@ -228,6 +249,12 @@ def release_bundle(
             if file.endswith(".json"):
                 _edit_config(os.path.join(configs, file), _add_scripts_import)
                 _edit_config(os.path.join(configs, file), functools.partial(_set_recorded, settings=settings))
+        readme = os.path.join(out, "docs", "README.md")
+        if os.path.isfile(readme):
+            with open(readme) as f:
+                text = released_readme(f.read(), name)
+            with open(readme, "w") as f:
+                f.write(text)
         meta_file = os.path.join(configs, "metadata.json")
         with open(meta_file) as f:
             metadata = json.load(f)
