@@ -83,16 +83,19 @@ def labeled_tag(num_labeled: int | None) -> str:
 
 def archive_run(opts: argparse.Namespace, folder: str) -> str:
     """Copy a finished run's record from its work folder into ``opts.archive_dir`` (a folder of the same name):
-    ``test_metrics.csv`` (the per-case test metrics), ``validation.csv`` (iteration, Dice: the curve from its log),
+    ``test_metrics.csv`` (the per-case test metrics), ``validation.csv`` (iteration, Dice: the curve the run wrote, or
+    read from its log for an older run folder),
     ``pseudo_label_quality.csv`` and ``segments.json`` where the run has them, then ``done.json``, which marks the
     record complete. Each file is written whole (a partial file, then a rename). Returns the archived folder."""
     dest = os.path.join(opts.archive_dir, os.path.basename(os.path.normpath(folder)))
     os.makedirs(dest, exist_ok=True)
-    curve = validation_curve(os.path.join(folder, "train.log"), int(run_setting(opts.protocol, folder, "val_interval")))
-    text = io.StringIO()
-    csv.writer(text).writerows([("iteration", "dice"), *curve])
-    write_text_atomic(os.path.join(dest, "validation.csv"), text.getvalue())
-    for src, name in ((os.path.join("test", "metrics.csv"), "test_metrics.csv"),
+    if not os.path.isfile(os.path.join(folder, "validation.csv")):  # a run folder from before run_method wrote it
+        curve = validation_curve(os.path.join(folder, "train.log"),
+                                 int(run_setting(opts.protocol, folder, "val_interval")))
+        text = io.StringIO()
+        csv.writer(text).writerows([("iteration", "dice"), *curve])
+        write_text_atomic(os.path.join(dest, "validation.csv"), text.getvalue())
+    for src, name in (("validation.csv", "validation.csv"), (os.path.join("test", "metrics.csv"), "test_metrics.csv"),
                       (os.path.join("test_without_largest_component", "metrics.csv"),
                        "test_metrics_without_largest_component.csv"),
                       (os.path.join("train", "pseudo_label_quality.csv"), "pseudo_label_quality.csv"),

@@ -93,12 +93,10 @@ def _add_scripts_import(config: dict) -> bool:
     return True
 
 
-def _release_backbone(backbone: str | None, weights: str | None) -> str | None:
-    """The backbone a release is built with: the one asked for, else the weights' recorded one (None: as it is)."""
-    from monai_stlu.utils.model_record import read_model_record
+def _release_backbone(backbone: str | None, recorded: str | None, weights: str) -> str | None:
+    """The backbone a release is built with: the one asked for, else ``recorded``, the weights' (None: as it is)."""
     from monai_stlu.networks.nets.backbones import check_backbone
 
-    recorded = (read_model_record(weights).get("settings") or {}).get("backbone") if weights else None
     if backbone is None:
         return recorded
     backbone = check_backbone(backbone)
@@ -227,8 +225,8 @@ def release_bundle(
                          "needs models/model.pt): give --weights MODEL.pt, a model.pt this bundle's training wrote.")
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"{weights}: the weights to release do not exist.")
-    backbone = _release_backbone(backbone, weights)
-    settings = _recorded_settings(weights, name)
+    settings = _recorded_settings(weights, name)  # the file is read once, its record checked
+    backbone = _release_backbone(backbone, settings.get("backbone"), weights)
     if backbone is not None:
         settings["backbone"] = backbone
     models_dir = os.path.join(zoo_root, "models")
