@@ -60,7 +60,7 @@ def rank_difference(root) -> tuple[float, set[str]]:
     ("stlu", None), ("cps", "method.network_b"), ("mean_teacher", "method.teacher"),
     # the methods that call another entry point of the network (forward_sdf, forward_all, forward_embedding)
     ("dtc", None), ("sassnet", "method.discriminator"), ("cct", None), ("urpc", None), ("mcnet", None),
-    ("mcnet_plus", None), ("ssnet", None),
+    ("mcnet_plus", None), ("ssnet", None), ("ml", None), ("mcf", None),
     ("supervised", None), ("ua_mt", "method.teacher"), ("ict", "method.teacher"), ("dan", "method.discriminator"),
 ])
 def test_ranks_stay_in_sync(data, method, owned, tmp_path):

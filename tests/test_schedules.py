@@ -15,8 +15,9 @@ from monai_stlu.handlers import RampUpHandler
 CONFIGS = REPO_ROOT / "bundles" / "stlu_la" / "configs"
 
 # method: (reference file, its max_iterations, consistency weight, consistency_rampup, weight computed after the
-# counter's increment, LR rule: None constant / ("step", 2500) base * 0.1 ** (iter // 2500) / ("poly",) base *
-# (1 - iter / max) ** 0.9, pre-training iterations)
+# counter's increment, LR rule: None constant / ("step", 2500) base * 0.1 ** (iter // 2500) / ("step", 2500, 1) the
+# same divisions one iteration later (MCF sets them after the iteration counted 2,500, before its increment) /
+# ("poly",) base * (1 - iter / max) ** 0.9, pre-training iterations)
 REFERENCES = {
     "stlu": ("STLU-Net paper", 15000, 1.0, 40, 0, None, None),
     "supervised": ("STLU-Net recipe", 15000, None, None, 0, None, None),
@@ -36,6 +37,7 @@ REFERENCES = {
     "ssnet": ("SS-Net train_ss_3d.py", 15000, 1.0, 40, 1, ("step", 2500), None),
     "bcp": ("BCP LA_BCP_train.py", 15000, None, None, 0, ("step", 2500), 2000),
     "ml": ("ML train_Mutual_Reliable.py", 15000, 1.0, 40, 1, None, None),
+    "mcf": ("MCF train_MCF.py", 6000, 0.1, 40, 0, ("step", 2500, 1), None),
 }
 
 
@@ -52,7 +54,8 @@ def reference_lr_factor(rule, iteration: float, budget: int, done: float) -> flo
     if rule is None:
         return 1.0
     if rule[0] == "step":
-        return 0.1 ** (iteration // rule[1])
+        delay = rule[2] if len(rule) > 2 else 0
+        return 0.1 ** (max(iteration - delay, 0) // rule[1])
     return (1.0 - done / budget) ** 0.9
 
 
@@ -105,7 +108,7 @@ def test_the_schedule_is_the_references_at_the_same_fraction(method, budget):
 # of / 10, as UA-MT's train_LA.py; STLU-Net, MC-Net and MC-Net+ with a constant LR and a foreground Dice
 MATCHED = {
     "supervised_ssl4mis": ("mean_teacher", "cps", "ict", "dan", "cct", "urpc"),
-    "supervised_uamt": ("ua_mt", "dtc", "sassnet", "ssnet", "bcp"),
+    "supervised_uamt": ("ua_mt", "dtc", "sassnet", "ssnet", "bcp", "mcf"),
     "supervised": ("stlu", "mcnet", "mcnet_plus", "ml"),
 }
 

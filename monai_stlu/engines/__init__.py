@@ -8,6 +8,7 @@ from .methods import (
     DANMethod,
     DTCMethod,
     ICTMethod,
+    MCFMethod,
     MCNetPlusMethod,
     MeanTeacherMethod,
     MutualReliableMethod,

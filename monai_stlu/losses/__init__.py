@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from .difference_review_loss import DifferenceReviewLoss
 from .pseudo_label_loss import SymmetricPseudoLabelLoss
 from .reliable_mutual_loss import ReliableMutualLoss
 from .seg_dice_loss import SegDiceLoss

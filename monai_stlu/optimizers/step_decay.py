@@ -23,13 +23,14 @@ class StepDecay:
         step_size: iterations between two divisions, not necessarily whole (the bundles scale a reference's 2,500 to
             the run's budget: ``max_iterations * 2500 / reference_iterations``, 416.67 at 1,000 of UA-MT's 6,000).
         gamma: the factor applied at each step.
-        start: the iteration the schedule starts from.
+        start: the iteration the schedule starts from, not necessarily whole (MCF divides one reference iteration
+            later than UA-MT: ``start`` is one reference iteration scaled to the run, ``max_iterations / 6000``).
     """
 
-    def __init__(self, step_size: float = 2500, gamma: float = 0.1, start: int = 0) -> None:
+    def __init__(self, step_size: float = 2500, gamma: float = 0.1, start: float = 0) -> None:
         if step_size < 1:
             raise ValueError(f"step_size must be >= 1, got {step_size}.")
-        self.step_size, self.gamma, self.start = float(step_size), float(gamma), int(start)
+        self.step_size, self.gamma, self.start = float(step_size), float(gamma), float(start)
 
     def __call__(self, iteration: int) -> float:
         if iteration < self.start:

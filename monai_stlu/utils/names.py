@@ -17,7 +17,7 @@ DROPOUT_PLACEMENTS = ("cascade", "decoder")
 #: the training methods (the classes of :py:mod:`monai_stlu.engines.methods` that a bundle's method file builds), as a
 #: model file records them
 METHOD_NAMES = (
-    "BCPMethod", "CCTMethod", "CPSMethod", "DANMethod", "DTCMethod", "ICTMethod", "MCNetPlusMethod",
+    "BCPMethod", "CCTMethod", "CPSMethod", "DANMethod", "DTCMethod", "ICTMethod", "MCFMethod", "MCNetPlusMethod",
     "MeanTeacherMethod", "MutualReliableMethod", "SASSNetMethod", "SSNetMethod", "STLUMethod", "SupervisedMethod",
     "UAMTMethod", "URPCMethod",
 )

@@ -8,6 +8,7 @@ from .cps import CPSMethod
 from .dan import DANMethod
 from .dtc import DTCMethod, heaviside
 from .ict import ICTMethod
+from .mcf import MCFMethod
 from .mcnet_plus import MCNetPlusMethod
 from .mean_teacher import MeanTeacherMethod
 from .multi_output import MultiOutputMethod

@@ -71,11 +71,15 @@ def reinitialize(network: nn.Module, seed: int) -> nn.Module:
     return network
 
 
-def init_weights(network: nn.Module, scheme: str = "default", seed: int | None = None) -> nn.Module:
+def init_weights(
+    network: nn.Module, scheme: str = "default", seed: int | None = None, transposed: bool = False
+) -> nn.Module:
     """Re-draw a network's convolution weights with ``scheme``, as SSL4MIS initialises CPS's two networks
     (``kaiming_normal_init_weight`` / ``xavier_normal_init_weight``): ``kaiming_normal_`` or ``xavier_normal_`` on
     every (non-transposed) convolution weight, BatchNorm weights 1 and biases 0; other parameters keep their values.
     ``"default"`` leaves the network as built. The global random state is left untouched when ``seed`` is given.
+    ``transposed`` draws the transposed convolutions' weights too (MCF's ``__init_weight``; ``kaiming_normal_``'s fan-in
+    of a transposed weight is its output channels times the kernel size, as PyTorch computes it).
 
     Raises:
         ValueError: for another scheme.
@@ -85,11 +89,12 @@ def init_weights(network: nn.Module, scheme: str = "default", seed: int | None =
     if scheme == "default":
         return network
     draw = nn.init.kaiming_normal_ if scheme == "kaiming" else nn.init.xavier_normal_
+    convs = (nn.Conv2d, nn.Conv3d) + ((nn.ConvTranspose2d, nn.ConvTranspose3d) if transposed else ())
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
         for m in network.modules():
-            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+            if isinstance(m, convs):
                 draw(m.weight)
             elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
                 nn.init.ones_(m.weight)

@@ -3,6 +3,8 @@ from __future__ import annotations
 from .stlu_net import STLUNet, STLUOutput
 from .vnet import ConvStage, DecoderStage, VNet
 from .mcnet_plus import MCNetPlus
+from .resnet_vnet import ResNetVNet
+from .mcf_net import MCFNet
 from .sdf_vnet import SDFVNet
 from .fc_discriminator import FCDiscriminator
 from .prototype_vnet import PrototypeVNet
