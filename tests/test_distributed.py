@@ -28,24 +28,35 @@ def data(tmp_path_factory):
     return write_synthetic_la(str(tmp_path_factory.mktemp("ddp") / "la"), num_train=12, num_test=3, shape=(48, 48, 40))
 
 
-def torchrun(method: str, data: str, root, *extra: str, processes: int = 2, warnings: str = "ignore"
+@pytest.fixture(scope="module")
+def wide_data(tmp_path_factory):
+    # 40 cases: 16 labeled, 8 validation, 16 unlabeled: 8 processes get a batch of 2 + 2 and a validation case each,
+    # and 2 processes BCP's batches of 4 + 4
+    return write_synthetic_la(str(tmp_path_factory.mktemp("ddp_wide") / "la"), num_train=40, num_test=1,
+                              shape=(48, 48, 40))
+
+
+def torchrun(method: str, data: str, root, *extra: str, processes: int = 2, warnings: str = "ignore",
+             labeled: int = 4, val: int = 2, launcher: list[str] | None = None, expect_failure: bool = False,
              ) -> subprocess.CompletedProcess:
-    """``method`` trained through the bundle under torchrun (``processes`` 1: the same run in one plain process)."""
+    """``method`` trained through the bundle under torchrun (``processes`` 1: the same run in one plain process;
+    ``launcher``: torchrun's own arguments instead of a standalone single-node launch)."""
     configs = [CONFIGS / "train.json", CONFIGS / "quick.json", CONFIGS / "methods" / f"{method}.json"]
-    launcher = ["-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={processes}"]
-    if processes > 1:
+    if launcher is None:
+        launcher = ["--standalone", "--nnodes=1", f"--nproc_per_node={processes}"] if processes > 1 else None
+    if launcher is not None:
         configs.append(CONFIGS / "multi_gpu_train.json")
-    else:
-        launcher = []
-    cmd = [sys.executable, *launcher, "-m", "monai.bundle", "run", "training", "--config_file",
+    cmd = [sys.executable, *(["-m", "torch.distributed.run", *launcher] if launcher else []), "-m", "monai.bundle",
+           "run", "training", "--config_file",
            "[" + ",".join(f"'{c}'" for c in configs) + "]",
-           "--dataset_dir", data, "--bundle_root", str(root), "--num_labeled", "4", "--num_val", "2", "--n_filters", "4",
-           "--patch_size", "[32,32,32]", "--val_stride", "[16,16,16]", "--val_interval", "2", "--progress", "false",
-           "--amp", "false", *(["--rank_state_dir", str(root / "ranks")] if processes > 1 else []), *extra]
+           "--dataset_dir", data, "--bundle_root", str(root), "--num_labeled", str(labeled), "--num_val", str(val),
+           "--n_filters", "4", "--patch_size", "[32,32,32]", "--val_stride", "[16,16,16]", "--val_interval", "2",
+           "--progress", "false", "--amp", "false", *(["--rank_state_dir", str(root / "ranks")] if launcher else []),
+           *extra]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS=warnings)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    if proc.returncode:
-        raise AssertionError(f"torchrun failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    if bool(proc.returncode) != expect_failure:
+        raise AssertionError(f"torchrun exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
 
 
@@ -71,6 +82,63 @@ def test_ranks_stay_in_sync(data, method, owned, tmp_path):
     sub = "" if method == "stlu" else method
     state = torch.load(tmp_path / "models" / sub / "model.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state)  # a plain state dict, as single-process runs save
+
+
+def test_bcp_stays_in_sync(wide_data, tmp_path):
+    """BCP (batches of 4 labeled + 4 unlabeled per process, its pre-training then self-training from the best
+    pre-trained model, an EMA teacher): both phases under two processes end with equal networks."""
+    proc = torchrun("bcp", wide_data, tmp_path, "--max_iterations", "4", labeled=8)
+    assert "self-training" in (proc.stdout + proc.stderr).lower(), proc.stdout[-2000:]
+    diff, parts = rank_difference(tmp_path)
+    assert diff == 0.0 and "method.teacher" in parts
+
+
+def test_eight_processes_train_in_sync(wide_data, tmp_path):
+    """The largest world size the LA defaults are meant for: 8 processes, each with a 2 + 2 batch of its shard and
+    one validation case."""
+    torchrun("mean_teacher", wide_data, tmp_path, "--max_iterations", "2", processes=8, labeled=16, val=8)
+    ranks = sorted(p.name for p in (tmp_path / "ranks").glob("rank*.pt"))
+    assert ranks == [f"rank{r}.pt" for r in range(8)]
+    ref = torch.load(tmp_path / "ranks" / "rank0.pt", weights_only=True)
+    for r in range(1, 8):
+        other = torch.load(tmp_path / "ranks" / f"rank{r}.pt", weights_only=True)
+        assert max(float((ref[k] - other[k]).abs().max()) for k in ref) == 0.0, r
+
+
+def test_two_nodes_on_one_machine(data, tmp_path):
+    """Two torchrun launches of one process each, ``--nnodes 2`` with a rendezvous on 127.0.0.1, as two machines run
+    it: one run, equal networks, rank 0's model saved."""
+    import socket
+    import threading
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results = {}
+
+    def node(rank):
+        launcher = ["--nnodes=2", f"--node_rank={rank}", "--nproc_per_node=1", "--master_addr=127.0.0.1",
+                    f"--master_port={port}"]
+        results[rank] = torchrun("supervised", data, tmp_path, "--max_iterations", "2", launcher=launcher)
+
+    threads = [threading.Thread(target=node, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [0, 1]
+    diff, _ = rank_difference(tmp_path)
+    assert diff == 0.0
+    assert (tmp_path / "models" / "supervised" / "model.pt").is_file()
+
+
+def test_sync_batchnorm_is_refused_on_cpu_before_training(data, tmp_path):
+    """``--sync_batchnorm true`` converts the network's BatchNorm layers to SyncBatchNorm on GPUs; torch runs it on
+    GPUs only, so a CPU (Gloo) run ends in one sentence naming the key, before any iteration."""
+    proc = torchrun("supervised", data, tmp_path, "--max_iterations", "2", "--sync_batchnorm", "true",
+                    expect_failure=True)
+    assert "sync_batchnorm true needs CUDA GPUs" in proc.stderr + proc.stdout
+    assert " loss: " not in proc.stdout + proc.stderr
 
 
 def test_without_ddp_the_ranks_drift_apart(data, tmp_path):

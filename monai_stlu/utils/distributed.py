@@ -108,12 +108,25 @@ def check_shards(num_labeled: int, labeled_batch_size: int, num_val: int, world_
     )
 
 
-def ddp(module: nn.Module, device: torch.device | str | None = None, channels_last: bool = False) -> nn.Module:
+def ddp(
+    module: nn.Module,
+    device: torch.device | str | None = None,
+    channels_last: bool = False,
+    sync_batchnorm: bool = False,
+) -> nn.Module:
     """``module`` wrapped in DistributedDataParallel when a process group runs (``device_ids`` on CUDA only), else
     ``module`` itself; its parameters start from rank 0's. The wrapper serves the network's ``forward_*`` entry
     points too (:py:class:`monai_stlu.utils.EntryPointDDP`). With ``channels_last`` the module is put in the
     ``channels_last_3d`` memory format first: DDP lays its gradient buckets out by the parameters' strides when it
-    wraps, so a later change of format would cost a copy per parameter and step (and a stride warning)."""
+    wraps, so a later change of format would cost a copy per parameter and step (and a stride warning).
+
+    Batch normalisation is per rank by default (each process normalises with its own batch's statistics, as the
+    single-GPU references do with their batch); ``sync_batchnorm`` converts every BatchNorm layer to
+    ``torch.nn.SyncBatchNorm`` first (statistics over the global batch), which torch runs on GPUs only.
+
+    Raises:
+        ValueError: ``sync_batchnorm`` in a multi-process run on a device other than CUDA.
+    """
     from monai_stlu.utils import as_bool
     from monai_stlu.utils.fast_path import module_to_channels_last
 
@@ -124,6 +137,13 @@ def ddp(module: nn.Module, device: torch.device | str | None = None, channels_la
     from monai_stlu.utils.entry_point_ddp import EntryPointDDP
 
     device = torch.device(device) if device is not None else next(module.parameters()).device
+    if as_bool(sync_batchnorm):
+        if device.type != "cuda":
+            raise ValueError(
+                f"sync_batchnorm true needs CUDA GPUs (torch's SyncBatchNorm does not run on {device.type}): leave it "
+                "false, and each process normalises with its own batch's statistics."
+            )
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
     return EntryPointDDP(module, device_ids=[device] if device.type == "cuda" else None)
 
 
