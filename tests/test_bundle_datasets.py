@@ -23,7 +23,7 @@ from monai_stlu.data import SYNTHETIC_LAYOUTS, h5_split, write_synthetic_la
 BUNDLES = REPO_ROOT / "bundles"
 METHODS = [
     "supervised", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "dtc", "sassnet", "ssnet", "dan", "urpc",
-    "cct", "ict", "mcnet", "ml", "mcf", "stlu",
+    "cct", "ict", "mcnet", "ml", "mcf", "tracoco", "stlu",
 ]
 LAYOUTS = {b: SYNTHETIC_LAYOUTS[b] for b in ("stlu_pancreas", "stlu_brats")}  # the generated bundles' layouts
 

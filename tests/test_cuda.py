@@ -22,7 +22,7 @@ from test_feature_mix import reference_mix
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 METHODS = [
     "supervised", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "dtc", "sassnet", "ssnet", "dan", "urpc",
-    "cct", "ict", "mcnet", "ml", "mcf", "stlu",
+    "cct", "ict", "mcnet", "ml", "mcf", "tracoco", "stlu",
 ]
 
 

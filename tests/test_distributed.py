@@ -72,6 +72,7 @@ def rank_difference(root) -> tuple[float, set[str]]:
     # the methods that call another entry point of the network (forward_sdf, forward_all, forward_embedding)
     ("dtc", None), ("sassnet", "method.discriminator"), ("cct", None), ("urpc", None), ("mcnet", None),
     ("mcnet_plus", None), ("ssnet", None), ("ml", None), ("mcf", None),
+    ("tracoco", "method.network_b"),
     ("supervised", None), ("ua_mt", "method.teacher"), ("ict", "method.teacher"), ("dan", "method.discriminator"),
 ])
 def test_ranks_stay_in_sync(data, method, owned, tmp_path):

@@ -38,12 +38,16 @@ REFERENCES = {
     "bcp": ("BCP LA_BCP_train.py", 15000, None, None, 0, ("step", 2500), 2000),
     "ml": ("ML train_Mutual_Reliable.py", 15000, 1.0, 40, 1, None, None),
     "mcf": ("MCF train_MCF.py", 6000, 0.1, 40, 0, ("step", 2500, 1), None),
+    # TraCoCo ramps every iteration (step 1) over 40 epochs of 8 labeled cases / 2 per batch = 160 iterations, to 0.3
+    # with 8 labeled cases; its poly rate is computed before each step from the count after the increment
+    "tracoco": ("TraCoCo Code/VnetLA/train.py", 9000, 0.3, 160, 1, ("poly", "ahead"), None, 1),
 }
 
 
-def reference_weight(weight: float, rampup: float, iteration: float) -> float:
-    """``consistency * ramps.sigmoid_rampup(iter_num // 150, consistency_rampup)``, the references' form."""
-    current = min(max(iteration // 150, 0.0), rampup)
+def reference_weight(weight: float, rampup: float, iteration: float, step: float = 150) -> float:
+    """``consistency * ramps.sigmoid_rampup(iter_num // 150, consistency_rampup)``, the references' form (``step``
+    1: TraCoCo's ramp of every iteration)."""
+    current = min(max(iteration // step, 0.0), rampup)
     return weight * math.exp(-5.0 * (1.0 - current / rampup) ** 2)
 
 
@@ -53,6 +57,8 @@ def reference_lr_factor(rule, iteration: float, budget: int, done: float) -> flo
     the count before it, so iteration r trains with the value of r - 1 (``done``: that count, scaled)."""
     if rule is None:
         return 1.0
+    if rule == ("poly", "ahead"):  # TraCoCo: lr = base (1 - iter_num / max) ** 0.9 with iter_num = iteration + 1
+        return (1.0 - (iteration + 1) / budget) ** 0.9
     if rule[0] == "step":
         delay = rule[2] if len(rule) > 2 else 0
         return 0.1 ** (max(iteration - delay, 0) // rule[1])
@@ -80,7 +86,7 @@ def test_every_method_file_names_its_reference_budget():
 def test_the_schedule_is_the_references_at_the_same_fraction(method, budget):
     """At 40 points through a run of ``budget`` iterations: the ramped weight, the LR factor and BCP's pre-training are
     the reference's at the matching iteration of its own budget."""
-    _, ref_budget, weight, rampup, after_increment, lr_rule, pretrain = REFERENCES[method]
+    _, ref_budget, weight, rampup, after_increment, lr_rule, pretrain, *step = REFERENCES[method]
     cfg = parsed(method, budget)
     scale = ref_budget / budget
     if pretrain is not None:
@@ -93,7 +99,7 @@ def test_the_schedule_is_the_references_at_the_same_fraction(method, budget):
         ref_i = i * scale  # the reference's iteration at the same fraction (a whole number for these budgets)
         if weight is not None:
             # the reference counts its increment in its own iterations: one of them, scaled, is `after_increment`
-            expected = reference_weight(weight, rampup, (i + after_increment) * scale)
+            expected = reference_weight(weight, rampup, (i + after_increment) * scale, *step)
             assert ramp.value(i) == pytest.approx(expected, rel=1e-12), (method, i)
         if factor is None:
             assert lr_rule is None
@@ -107,7 +113,7 @@ def test_the_schedule_is_the_references_at_the_same_fraction(method, budget):
 # train_fully_supervised_3D.py; UA-MT, DTC, SASSNet (and SS-Net, BCP, whose step rule is the nearest) with steps
 # of / 10, as UA-MT's train_LA.py; STLU-Net, MC-Net and MC-Net+ with a constant LR and a foreground Dice
 MATCHED = {
-    "supervised_ssl4mis": ("mean_teacher", "cps", "ict", "dan", "cct", "urpc"),
+    "supervised_ssl4mis": ("mean_teacher", "cps", "ict", "dan", "cct", "urpc", "tracoco"),
     "supervised_uamt": ("ua_mt", "dtc", "sassnet", "ssnet", "bcp", "mcf"),
     "supervised": ("stlu", "mcnet", "mcnet_plus", "ml"),
 }

@@ -24,6 +24,7 @@ _MODULES = {
     "dicom_series": ("dicom_series_files", "find_dicom_series", "instance_order_reversed"),
     "raw_intensity": ("RawIntensityd",),
     "raw_geometry": ("RawGeometryd",),
+    "translated_crop": ("RandTranslatedCropd", "overlap_slices"),
     "datastore": ("IMAGE_PATTERNS", "epoch_length", "is_datastore_list", "unlabeled_cases"),
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _MODULES, globals())

@@ -17,6 +17,7 @@ from .methods import (
     SemiSupervisedMethod,
     STLUMethod,
     SupervisedMethod,
+    TraCoCoMethod,
     UAMTMethod,
     URPCMethod,
 )

@@ -196,6 +196,7 @@ class SemiSupervisedTrainer(Trainer):
             module_to_channels_last(self.method)
         self.unlabeled_data_loader = unlabeled_data_loader
         self._unlabeled_iter: Iterator | None = None
+        self._unlabeled_batch: Any = None  # the last unlabeled batch drawn (its further entries: batch_extras)
         # a sharded (DistributedSampler) loader draws a new order for every pass, on every rank alike: ignite restarts
         # the labeled loader within an epoch (an epoch is a validation interval), which MONAI's once-per-epoch
         # set_epoch does not reach, and the unlabeled loader restarts in next_unlabeled
@@ -254,8 +255,27 @@ class SemiSupervisedTrainer(Trainer):
                     f"{getattr(loader, 'batch_size', '?')} (incomplete batches dropped); use fewer labeled or "
                     "validation cases, or a smaller unlabeled_batch_size."
                 ) from e
+        self._unlabeled_batch = batch
         image = batch[Keys.IMAGE] if isinstance(batch, dict) else batch[0] if isinstance(batch, (list, tuple)) else batch
         return self._to_device(image)
+
+    def batch_extras(self, labeled: dict, unlabeled: dict | None) -> dict[str, dict[str, torch.Tensor]]:
+        """The entries named by the method's ``batch_keys`` of this iteration's labeled and unlabeled batches, on the
+        trainer's device (images among them in the network's memory format).
+
+        Raises:
+            KeyError: naming an entry a batch lacks (the method's transforms were not applied).
+        """
+        out: dict[str, dict[str, torch.Tensor]] = {}
+        for part, batch in (("labeled", labeled), ("unlabeled", unlabeled)):
+            if batch is None:
+                continue
+            missing = [k for k in self.method.batch_keys if not isinstance(batch, dict) or k not in batch]
+            if missing:
+                raise KeyError(f"{type(self.method).__name__} reads {missing} from each {part} batch, which the "
+                               "loader does not give: add the method's own transforms (its method file).")
+            out[part] = {k: self._to_device(batch[k]) for k in self.method.batch_keys}
+        return out
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.state.device, non_blocking=self.non_blocking, **self.to_kwargs)
@@ -288,8 +308,11 @@ class SemiSupervisedTrainer(Trainer):
         engine.network.train()
         engine.method.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        extras = {}
+        if engine.method.batch_keys:
+            extras["extras"] = engine.batch_extras(batchdata, engine._unlabeled_batch if image_u is not None else None)
         with autocast(engine.state.device, enabled=engine.amp, dtype=engine.amp_dtype or torch.float32):
-            result = engine.method(engine.network, image, label, image_u)
+            result = engine.method(engine.network, image, label, image_u, **extras)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         engine.state.output.update(result)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)

@@ -110,6 +110,7 @@ SETTINGS_SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "patch_size": _list_of(_integer(1, 4096), 2, 3),
     "spacing": _list_of(_number(0.0, 1000.0, low_open=True), 2, 3),
     "target_spacing": _list_of(_number(0.0, 1000.0, low_open=True), 2, 3, optional=True),
+    "intensity_minmax": _boolean,
     "mix_stages": _list_of(_integer(0, 16), 0, 17, optional=True),
     "dropout_prob": _number(0.0, 1.0),
     "detach_weight": _boolean,

@@ -19,5 +19,5 @@ DROPOUT_PLACEMENTS = ("cascade", "decoder")
 METHOD_NAMES = (
     "BCPMethod", "CCTMethod", "CPSMethod", "DANMethod", "DTCMethod", "ICTMethod", "MCFMethod", "MCNetPlusMethod",
     "MeanTeacherMethod", "MutualReliableMethod", "SASSNetMethod", "SSNetMethod", "STLUMethod", "SupervisedMethod",
-    "UAMTMethod", "URPCMethod",
+    "TraCoCoMethod", "UAMTMethod", "URPCMethod",
 )

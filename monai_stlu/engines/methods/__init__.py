@@ -17,6 +17,9 @@ from .sassnet import SASSNetMethod
 from .ssnet import SSNetMethod
 from .stlu import STLUMethod
 from .supervised import SupervisedMethod
+from .tracoco import TraCoCoMethod
 from .ua_mt import UAMTMethod
 from .urpc import URPCMethod, rectified_consistency
-from .utils import clipped_noise, context_mask, frozen_copy, init_weights, largest_component, reinitialize, sharpen
+from .utils import (
+    clipped_noise, context_mask, cutmix, cutmix_boxes, frozen_copy, init_weights, largest_component, reinitialize, sharpen,
+)

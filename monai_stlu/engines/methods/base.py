@@ -28,10 +28,14 @@ class SemiSupervisedMethod(nn.Module):
         uses_unlabeled: whether the trainer must draw an unlabeled batch every iteration.
         ramp_attribute: the name of the weight a :py:class:`monai_stlu.handlers.RampUpHandler` without an explicit
             attribute ramps up (STLU-Net's ``gamma``, a consistency weight), or None when the method has none.
+        batch_keys: further entries of the loaders' batches the method reads (TraCoCo's translated crop): the trainer
+            passes them, on its device, as ``extras={"labeled": {...}, "unlabeled": {...}}`` to :py:meth:`forward`;
+            empty for every method that needs the images only.
     """
 
     uses_unlabeled: bool = True
     ramp_attribute: str | None = None
+    batch_keys: tuple[str, ...] = ()
 
     def attach(self, engine: SemiSupervisedTrainer) -> None:
         """Called once by the trainer's constructor; the default does nothing."""

@@ -12,7 +12,10 @@ from torch import nn
 
 from monai_stlu.utils.fast_path import at_least_float32
 
-__all__ = ["frozen_copy", "clipped_noise", "sharpen", "context_mask", "reinitialize", "init_weights", "largest_component"]
+__all__ = [
+    "frozen_copy", "clipped_noise", "sharpen", "context_mask", "cutmix", "cutmix_boxes", "reinitialize", "init_weights",
+    "largest_component",
+]
 
 
 def frozen_copy(network: nn.Module) -> nn.Module:
@@ -59,6 +62,38 @@ def context_mask(
         slices.append(slice(start, start + cube))
     mask[tuple(slices)] = 0.0
     return mask
+
+
+def cutmix_boxes(
+    batch: int, width: int, height: int, alpha: float = 4.0, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, list[tuple[int, int, int, int]]]:
+    """TraCoCo's 3D CutMix draw: a permutation of the batch and, per image, a box over the first two spatial axes
+    (every slice of the third): ``lambda ~ Beta(alpha, alpha)`` once, the box ``int(W sqrt(1 - lambda))`` by
+    ``int(H sqrt(1 - lambda))`` centred at a point drawn uniformly from ``[W/8, W) x [H/8, H)`` and clipped to the
+    image, as the reference's ``rand_bbox`` (``lambda`` from torch's global generator, the rest from ``generator``).
+    Returns ``(permutation, [(x1, x2, y1, y2)] per image)``."""
+    lam = float(torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(alpha))).sample())
+    cut = (1.0 - lam) ** 0.5
+    cut_w, cut_h = int(width * cut), int(height * cut)
+    cx = torch.randint(int(width / 8), width, (batch,), generator=generator).tolist()
+    cy = torch.randint(int(height / 8), height, (batch,), generator=generator).tolist()
+    boxes = [(min(max(x - cut_w // 2, 0), width), min(max(x + cut_w // 2, 0), width),
+              min(max(y - cut_h // 2, 0), height), min(max(y + cut_h // 2, 0), height)) for x, y in zip(cx, cy)]
+    return torch.randperm(batch, generator=generator), boxes
+
+
+def cutmix(
+    tensors: Sequence[torch.Tensor], permutation: torch.Tensor, boxes: Sequence[tuple[int, int, int, int]]
+) -> list[torch.Tensor]:
+    """Paste, into each image ``i`` of every tensor (B, C, W, H, D), the box ``boxes[i]`` of image
+    ``permutation[i]``, read from the unmixed tensor (the reference's ``cut_mix``)."""
+    out = []
+    for t in tensors:
+        mixed = t.clone()
+        for i, (x1, x2, y1, y2) in enumerate(boxes):
+            mixed[i, :, x1:x2, y1:y2] = t[int(permutation[i]), :, x1:x2, y1:y2]
+        out.append(mixed)
+    return out
 
 
 def reinitialize(network: nn.Module, seed: int) -> nn.Module:
