@@ -128,16 +128,20 @@ def generate_bundles(check: bool = False, bundles_dir: str | None = None) -> int
 
 def release_bundle(
     bundle: str, o: str, weights: str | None = None, overwrite: bool = False, backbone: str | None = None,
-    weights_url: str | None = None,
+    weights_url: str | None = None, evaluate: str | None = None, test_list: str | None = None,
+    training: str = "trained by this bundle",
 ) -> str:
     """Build a Model Zoo release of a bundle into the zoo-shaped folder ``o`` (``o/models/<bundle>`` and its unit test
     ``o/ci/unit_tests/test_<bundle>.py``; ``o`` may be a model-zoo checkout): the bundle carries this package in
     ``scripts/`` and requires only packages a public index serves. ``--weights MODEL.pt`` (required) ships a trained
     STLU-Net and sets the released configs to the settings it records; ``--weights_url URL`` names where it is uploaded
-    (``large_files.yml``); ``--backbone`` must agree with the recorded backbone."""
+    (``large_files.yml``); ``--backbone`` must agree with the recorded backbone; ``--evaluate DATA_DIR`` (with
+    ``--test_list``) evaluates the release on that data's test cases and writes ``eval_metrics`` and the docs'
+    Performance section (``--training`` says how the weights were trained)."""
     from monai_stlu.bundle.release import release_bundle as release
 
-    dest = release(bundle, o, weights=weights, overwrite=overwrite, backbone=backbone, weights_url=weights_url)
+    dest = release(bundle, o, weights=weights, overwrite=overwrite, backbone=backbone, weights_url=weights_url,
+                   evaluate=evaluate, test_list=test_list, training=training)
     with open(os.path.join(dest, "configs", "metadata.json")) as f:
         requires = json.load(f)["required_packages_version"]
     upload = "" if weights_url else "; add the weights' upload URL to large_files.yml (--weights_url)"

@@ -36,6 +36,25 @@ def check_workflow(workflow, check_properties=False):
     workflow.run()
     workflow.finalize()
 '''
+# the zoo's multi-GPU helper (ci/unit_tests/utils.py): the configs merged with the overrides into one exported file,
+# then run under torchrun
+MGPU_RUN = '''
+import subprocess
+import sys
+
+from monai.bundle import ConfigParser
+
+
+def export_config_and_run_mgpu_cmd(config_file, meta_file, logging_file, override_dict, output_path, workflow="train",
+                                   nnode=1, ngpu=2):
+    parser = ConfigParser()
+    parser.read_config(config_file)
+    parser.update(pairs=override_dict)
+    ConfigParser.export_config_file(parser.config, output_path, indent=4)
+    subprocess.check_call([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nnodes={nnode}",
+                           f"--nproc_per_node={ngpu}", "-m", "monai.bundle", "run", "--config_file", output_path,
+                           "--logging_file", logging_file, "--meta_file", meta_file])
+'''
 
 
 def console(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -248,3 +267,60 @@ def test_zoo_checks_and_unit_test_pass_without_this_repository(backbone, request
     assert "exported" in log and "unit tests passed" in log
     assert f"backbone: {'DynUNetBackbone' if backbone == 'dynunet' else 'VNet'}" in log
     assert (root / "models" / "model.pt").is_file() and (root / "eval" / "metrics.csv").is_file()
+
+
+@pytest.mark.long
+def test_the_zoo_multi_gpu_unit_test_passes(release):
+    """The release's ``ci/unit_tests/test_stlu_la_dist.py`` (torchrun: two CPU processes here, Gloo) trains with
+    ``multi_gpu_train.json`` and evaluates with ``multi_gpu_evaluate.json``, with the zoo's helper."""
+    unit_tests = release / "ci" / "unit_tests"
+    assert (unit_tests / "test_stlu_la_dist.py").is_file()
+    zoo_utils = Path(ZOO) / "ci" / "unit_tests" / "utils.py" if ZOO else None
+    (unit_tests / "utils.py").write_text(
+        zoo_utils.read_text() if zoo_utils and zoo_utils.is_file() else CHECK_WORKFLOW + MGPU_RUN)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, "-m", "unittest", "-v", "test_stlu_la_dist"], cwd=release,
+                          env={**env, "PYTHONPATH": str(unit_tests)}, capture_output=True, text=True, timeout=900)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "OK" in log, log[-5000:]
+    root = release / "models" / "stlu_la"
+    assert (root / "eval" / "metrics.csv").is_file()
+
+
+@pytest.mark.long
+def test_release_evaluates_the_shipped_weights(tmp_path):
+    """``--evaluate DATA --test_list L``: the release, run from its own folder with its own code, scores its test
+    cases; ``eval_metrics`` and the docs' Performance table give the mean, equal to what the repository's bundle
+    configs measure for the same weights on the same cases."""
+    import csv
+
+    from monai_stlu.data import write_synthetic_la
+
+    data = tmp_path / "data"
+    write_synthetic_la(str(data), num_train=12, num_test=2, shape=(64, 64, 48))
+    weights = trained_weights(tmp_path)
+    zoo = tmp_path / "zoo"
+    proc = console("release_bundle", "stlu_la", "-o", str(zoo), "--weights", str(weights), "--evaluate", str(data),
+                   "--test_list", "test.list", "--training", "a test model", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    root = zoo / "models" / "stlu_la"
+    metrics = json.loads((root / "configs" / "metadata.json").read_text())["eval_metrics"]
+    assert set(metrics) == {"mean_dice", "mean_jaccard", "mean_hd95_mm", "mean_asd_mm"}
+    readme = (root / "docs" / "README.md").read_text()
+    performance = readme.split("## Performance", 1)[1].split("\n## ", 1)[0]
+    assert "a test model" in performance and f"{100 * metrics['mean_dice']:.2f}" in performance
+    assert "BENCHMARKS" not in performance  # the repository's own text is replaced
+    (tmp_path / "bundle" / "models").mkdir(parents=True)
+    (tmp_path / "bundle" / "models" / "model.pt").write_bytes(weights.read_bytes())
+    configs = REPO_ROOT / "bundles" / "stlu_la" / "configs"
+    out = tmp_path / "repo_eval"
+    run = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+         str([str(configs / "train.json"), str(configs / "evaluate.json")]), "--bundle_root", str(tmp_path / "bundle"),
+         "--dataset_dir", str(data), "--output_dir", str(out), "--progress", "false", "--n_filters", "8",
+         "--patch_size", "[64,64,48]"], capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    with open(out / "metrics.csv") as f:
+        dice = [float(r["dice"]) for r in csv.DictReader(f) if r.get("class", "1") != "0"]
+    assert len(dice) == 2 and metrics["mean_dice"] == pytest.approx(sum(dice) / 2, abs=1e-4)

@@ -174,12 +174,88 @@ def released_readme(text: str, name: str) -> str:
     return _REPOSITORY_PATH.sub(lambda m: f"the monai_stlu repository's {m.group(1)}", out)
 
 
+def _evaluate_release(out: str, dataset_dir: str, test_list: str | None) -> dict[str, Any]:
+    """Evaluate the released bundle folder ``out`` (its configs, its ``models/model.pt``, its vendored code) on
+    ``dataset_dir``'s test list, as a user would with ``evaluate.json``; returns the foreground means and the per-case
+    rows.
+
+    Raises:
+        RuntimeError: the evaluation failed (its last line quoted).
+    """
+    import csv
+    import subprocess
+    import sys
+
+    configs = os.path.join(out, "configs")
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+               str([os.path.join(configs, "train.json"), os.path.join(configs, "evaluate.json")]),
+               "--bundle_root", out, "--dataset_dir", dataset_dir, "--output_dir", tmp, "--progress", "false",
+               *(["--test_list", test_list] if test_list else [])]
+        proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+            raise RuntimeError(f"the release's evaluation on {dataset_dir} failed: {last}")
+        with open(os.path.join(tmp, "metrics.csv")) as f:
+            rows = [r for r in csv.DictReader(f) if r.get("class", "1") != "0"]
+    if not rows:
+        raise RuntimeError(f"the release's evaluation on {dataset_dir} scored no case.")
+
+    def mean(key: str) -> float:
+        return sum(float(r[key]) for r in rows) / len(rows)
+
+    return {"cases": rows, "mean_dice": mean("dice"), "mean_jaccard": mean("jaccard"), "mean_hd95_mm": mean("hd95_mm"),
+            "mean_asd_mm": mean("asd_mm")}
+
+
+def _performance_section(result: dict[str, Any], settings: dict[str, Any], test_list: str | None, training: str) -> str:
+    """The released docs' Performance section: how the shipped model was trained and what its evaluation measured."""
+    n = len({r["case"] for r in result["cases"]})
+    lines = [
+        "## Performance",
+        f"The shipped `models/model.pt`: {training}. Network settings it records: {settings.get('n_filters')} "
+        f"first-stage filters, {settings.get('patch_size')} crops, target spacing {settings.get('target_spacing')}, "
+        f"backbone {settings.get('backbone', 'vnet')}.",
+        "",
+        f"Evaluated by this release's `configs/evaluate.json` on {n} test cases (`{test_list or 'test.list'}`), "
+        "metrics on each label's grid:",
+        "",
+        "| Dice % | Jaccard % | HD95 mm | ASD mm |",
+        "|---|---|---|---|",
+        f"| {100 * result['mean_dice']:.2f} | {100 * result['mean_jaccard']:.2f} | {result['mean_hd95_mm']:.2f} | "
+        f"{result['mean_asd_mm']:.2f} |",
+        "",
+        "Per case (Dice %): " + ", ".join(f"{r['case']} {100 * float(r['dice']):.2f}" for r in result["cases"]) + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _replace_section(text: str, heading: str, section: str) -> str:
+    """``text`` with its ``heading`` section (up to the next ``## ``) replaced by ``section`` (appended if absent)."""
+    out, skipping, placed = [], False, False
+    for line in text.splitlines():
+        if line.startswith("## "):
+            skipping = line.strip() == heading
+            if skipping and not placed:
+                out.append(section.rstrip("\n"))
+                out.append("")
+                placed = True
+        if not skipping:
+            out.append(line)
+    if not placed:
+        out += ["", section.rstrip("\n")]
+    return "\n".join(out) + "\n"
+
+
 def release_bundle(
     bundle: str, zoo_root: str, weights: str | None = None, overwrite: bool = False, backbone: str | None = None,
-    weights_url: str | None = None,
+    weights_url: str | None = None, evaluate: str | None = None, test_list: str | None = None,
+    training: str = "trained by this bundle",
 ) -> str:
     """Write ``<zoo_root>/models/<bundle>/`` (a Model Zoo bundle that carries its code) and
-    ``<zoo_root>/ci/unit_tests/test_<bundle>.py`` (its zoo unit test), as a pull request to
+    ``<zoo_root>/ci/unit_tests/test_<bundle>.py`` and ``test_<bundle>_dist.py`` (its zoo unit tests, the second
+    under torchrun: GPUs, or two CPU processes without them), as a pull request to
     ``Project-MONAI/model-zoo`` would add them; ``zoo_root`` may be a model-zoo checkout.
 
     The bundle's files (not its ``models/``, ``eval/``, data or lock files) are copied; the ``monai_stlu`` package
@@ -204,6 +280,11 @@ def release_bundle(
         backbone: the segmentation network of the release (``vnet``, ``dynunet``, ``segresnet``, ``unet``); None
             takes the weights' recorded one; another one is refused.
         weights_url: where the weights are uploaded, for ``large_files.yml``.
+        evaluate: a data folder of the bundle's layout: the release is evaluated on its test list (``test_list``) by
+            its own ``evaluate.json``, and ``metadata.json``'s ``eval_metrics`` and the docs' Performance section
+            give the result (mean Dice, Jaccard, HD95, ASD; Dice per case).
+        test_list: the test list file in ``evaluate`` (default the bundle's ``test.list``).
+        training: how the weights were trained, for the Performance section.
 
     Returns:
         the released bundle folder.
@@ -212,6 +293,7 @@ def release_bundle(
         FileNotFoundError: when the bundle or the weights are missing.
         FileExistsError: when the release exists and ``overwrite`` is False.
         ValueError: for an unknown backbone, or one that differs from the weights' record.
+        RuntimeError: the evaluation failed; nothing is released.
     """
     from monai_stlu.bundle.generator import default_bundles_dir
 
@@ -225,6 +307,9 @@ def release_bundle(
                          "needs models/model.pt): give --weights MODEL.pt, a model.pt this bundle's training wrote.")
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"{weights}: the weights to release do not exist.")
+    if evaluate is not None and not os.path.isdir(evaluate):
+        raise FileNotFoundError(f"--evaluate {evaluate}: no such data folder to evaluate the release on.")
+    evaluate = None if evaluate is None else os.path.abspath(evaluate)
     settings = _recorded_settings(weights, name)  # the file is read once, its record checked
     backbone = _release_backbone(backbone, settings.get("backbone"), weights)
     if backbone is not None:
@@ -265,8 +350,22 @@ def release_bundle(
         shutil.copy2(weights, os.path.join(out, "models", "model.pt"))
         with open(os.path.join(out, "large_files.yml"), "w") as f:
             f.write(_large_files(weights, weights_url))
-        with open(os.path.join(os.path.dirname(__file__), "zoo_unit_test.template")) as f:
-            unit_test = f.read().replace('BUNDLE = "stlu_la"', f'BUNDLE = "{name}"')
+        if evaluate is not None:
+            result = _evaluate_release(out, evaluate, test_list)
+            metadata["eval_metrics"] = {k: round(v, 4) for k, v in result.items() if k.startswith("mean_")}
+            with open(meta_file, "w") as f:
+                json.dump(metadata, f, indent=4)
+                f.write("\n")
+            if os.path.isfile(readme):
+                with open(readme) as f:
+                    text = _replace_section(f.read(), "## Performance",
+                                            _performance_section(result, settings, test_list, training))
+                with open(readme, "w") as f:
+                    f.write(text)
+        unit_tests = {}
+        for template, suffix in (("zoo_unit_test.template", ""), ("zoo_unit_test_dist.template", "_dist")):
+            with open(os.path.join(os.path.dirname(__file__), template)) as f:
+                unit_tests[f"test_{name}{suffix}.py"] = f.read().replace('BUNDLE = "stlu_la"', f'BUNDLE = "{name}"')
         tests_dir = os.path.join(zoo_root, "ci", "unit_tests")
         os.makedirs(tests_dir, exist_ok=True)
         old = None
@@ -276,10 +375,11 @@ def release_bundle(
         os.replace(out, dest)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-        test_file = os.path.join(tests_dir, f"test_{name}.py")
-        with open(test_file + ".tmp", "w") as f:
-            f.write(unit_test)
-        os.replace(test_file + ".tmp", test_file)
+        for file, text in unit_tests.items():
+            test_file = os.path.join(tests_dir, file)
+            with open(test_file + ".tmp", "w") as f:
+                f.write(text)
+            os.replace(test_file + ".tmp", test_file)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return dest
