@@ -63,14 +63,46 @@ def record(out: dict, path: str) -> None:
     os.replace(tmp, path)
 
 
+def start_group(cmd: list[str], stdout, env: dict | None = None) -> subprocess.Popen:
+    """``cmd`` started in a process group of its own, so that :py:func:`stop_group` reaches its children too
+    (pytest's workers, torchrun's ranks), which would otherwise hold the GPU after a time-out."""
+    return subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True)
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM to ``proc``'s whole process group, SIGKILL to what is left after ``grace`` seconds."""
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        if sig == signal.SIGTERM:  # the leader is gone; its children may not be
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return
+
+
+def wait_group(proc: subprocess.Popen, timeout: float) -> int | str:
+    """``proc``'s exit code, or "timeout" after stopping its whole group at ``timeout`` seconds."""
+    try:
+        return proc.wait(timeout=max(timeout, 1))
+    except subprocess.TimeoutExpired:
+        stop_group(proc)
+        return "timeout"
+
+
 def run_logged(cmd: list[str], log: str, timeout: float, env: dict | None = None) -> dict:
     start = time.perf_counter()
     with open(log, "w") as f:
-        try:
-            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=max(timeout, 1), cwd=REPO, env=env)
-            rc = proc.returncode
-        except subprocess.TimeoutExpired:
-            rc = "timeout"
+        rc = wait_group(start_group(cmd, f, env), timeout)
     with open(log) as f:
         tail = f.read()[-600:]
     return {"rc": rc, "seconds": round(time.perf_counter() - start, 1), "log": os.path.basename(log), "tail": tail}
@@ -156,14 +188,10 @@ def quality_probe(
             at = cmd.index("--override") + 1  # synthetic cases: the last two training cases validate
             cmd[at:at] = ["--val_ids", json.dumps(data["val_ids"]), "--num_labeled", "4"]
         log = open(os.path.join(out, f"probe_{method}.log"), "w")
-        procs[method] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO), log)
+        procs[method] = (start_group(cmd, log), log)
     result = {}
     for method, (proc, log) in procs.items():
-        try:
-            rc = proc.wait(timeout=max(deadline - time.perf_counter(), 1))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = "timeout"
+        rc = wait_group(proc, deadline - time.perf_counter())
         log.close()
         done = os.path.join(work, f"{method}_seed0", "done.json")
         summary = json.load(open(done)) if os.path.isfile(done) else {}

@@ -40,3 +40,31 @@ def test_device_check_tiny_runs_every_part(tmp_path):
     md = (out / "device_check.md").read_text()
     assert "quality probe" in md and "| stlu |" in md and "e. compiled" in md
     assert sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) < 16 * 2**20
+
+
+def test_a_timed_out_part_leaves_no_child_behind(tmp_path):
+    """A part that outlives its share of the budget is stopped with its whole process group: the child it started
+    (pytest's workers, torchrun's ranks on a GPU) is gone too, not orphaned."""
+    import subprocess
+    import time
+
+    sys.path.insert(0, str(REPO_ROOT))
+    from benchmarks import device_check
+
+    pid_file = tmp_path / "child.pid"
+    script = (f"import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
+              f" open({str(pid_file)!r}, 'w').write(str(c.pid)); time.sleep(60)")
+    start = time.perf_counter()
+    res = device_check.run_logged([sys.executable, "-c", script], str(tmp_path / "part.log"), timeout=3)
+    assert res["rc"] == "timeout" and time.perf_counter() - start < 30
+    child = int(pid_file.read_text())
+    for _ in range(50):  # reaped by init once killed
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        if subprocess.run(["ps", "-o", "stat=", "-p", str(child)], capture_output=True, text=True).stdout.strip() in ("Z", ""):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the part's child {child} survived its time-out")
