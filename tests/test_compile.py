@@ -147,3 +147,59 @@ def test_speed_benchmark_times_the_compiled_trainer_against_the_eager_bare_step(
                     "compile_kwargs", '{"backend": "aot_eager"}'])
     row = json.loads(out.read_text())["methods"][0]
     assert row["compiled"] is True and row["bare_s_per_iteration"] > 0 and row["step_tflop"] > 0
+
+
+def test_cuda_graph_mode_starts_a_step_per_iteration_and_keeps_its_own_prediction(monkeypatch):
+    """With CUDA graphs (``mode`` reduce-overhead/max-autotune) a graph's outputs are overwritten by its next replay,
+    and DAN and SASSNet run the network again (their discriminator step) before the metrics read the prediction: each
+    iteration marks a new step and reports a copy of its prediction, not the method's tensor. (The mechanism, on the
+    CPU; the GPU run is the cuda-marked test below.)"""
+    marks = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    returned = []
+    orig = SupervisedMethod.forward
+
+    def forward(self, *args, **kwargs):
+        out = orig(self, *args, **kwargs)
+        returned.append(out["pred"])
+        return out
+
+    monkeypatch.setattr(SupervisedMethod, "forward", forward)
+    torch.manual_seed(0)
+    net = VNet(n_filters=2)
+    trainer = SemiSupervisedTrainer(
+        device="cpu", max_epochs=1, epoch_length=2,
+        train_data_loader=DataLoader(Dataset(sphere_cases(4, size=32, seed=0)), batch_size=2),
+        network=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.01), method=SupervisedMethod(), decollate=False,
+        compile=True, compile_kwargs={"backend": "aot_eager"},
+    )
+    assert trainer.cuda_graphs is False and not marks
+    trainer.cuda_graphs = True  # as compile_kwargs {"mode": "reduce-overhead"} sets it
+    seen = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(e.state.output["pred"]))
+    trainer.run()
+    assert len(marks) == 2 and len(seen) == 2
+    for ours, theirs in zip(seen, returned):
+        assert ours.data_ptr() != theirs.data_ptr() and torch.equal(ours, theirs.detach())
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_dan_trains_with_cuda_graphs():
+    """DAN's discriminator step runs the compiled network again within the iteration: with reduce-overhead the
+    iteration completes and its metrics read a live prediction."""
+    from monai_stlu.engines import DANMethod
+
+    torch.manual_seed(0)
+    net = VNet(n_filters=2).cuda()
+    trainer = SemiSupervisedTrainer(
+        device="cuda", max_epochs=1, epoch_length=3,
+        train_data_loader=DataLoader(Dataset(sphere_cases(4, size=32, seed=0)), batch_size=2),
+        unlabeled_data_loader=DataLoader(Dataset(sphere_cases(4, size=32, seed=1, with_label=False)), batch_size=2),
+        network=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.01), method=DANMethod(), decollate=False,
+        compile=True, compile_kwargs={"mode": "reduce-overhead"},
+    )
+    sums = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: sums.append(float(e.state.output["pred"].sum())))
+    trainer.run()
+    assert trainer.cuda_graphs and len(sums) == 3 and all(s == s for s in sums)

@@ -211,6 +211,10 @@ class SemiSupervisedTrainer(Trainer):
         for module in self.compiled_modules:
             module.compile(**(compile_kwargs or {}))
             compile_entry_points(module, compile_kwargs or {})
+        #: CUDA graphs (``mode`` "reduce-overhead"/"max-autotune"): a graph's outputs are overwritten by its next
+        #: replay, so each iteration starts a new step and keeps its own copy of the prediction it reports
+        self.cuda_graphs = self.compile and str((compile_kwargs or {}).get("mode", "")) in ("reduce-overhead",
+                                                                                              "max-autotune")
         if train_handlers is not None:
             self._register_handlers(train_handlers)
 
@@ -308,12 +312,17 @@ class SemiSupervisedTrainer(Trainer):
         engine.network.train()
         engine.method.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        if engine.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         extras = {}
         if engine.method.batch_keys:
             extras["extras"] = engine.batch_extras(batchdata, engine._unlabeled_batch if image_u is not None else None)
         with autocast(engine.state.device, enabled=engine.amp, dtype=engine.amp_dtype or torch.float32):
             result = engine.method(engine.network, image, label, image_u, **extras)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        if engine.cuda_graphs and isinstance(result.get(Keys.PRED), torch.Tensor):
+            # DAN/SASSNet run the network again (their discriminator step) before the metrics read the prediction
+            result[Keys.PRED] = result[Keys.PRED].detach().clone()
         engine.state.output.update(result)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         loss = result[Keys.LOSS]
