@@ -159,6 +159,13 @@ def test_release_is_self_contained_and_declares_what_it_needs(release):
     train = json.loads((root / "configs" / "train.json").read_text())
     assert train["imports"].index("$import scripts") < train["imports"].index("$import monai_stlu")
     assert (release / "ci" / "unit_tests" / "test_stlu_la.py").read_text().count('BUNDLE = "stlu_la"') == 1
+    # only the modules the configs and unit tests reach: the command line and the repository's tools stay out
+    vendored = root / "scripts" / "monai_stlu"
+    for left_out in ("cli.py", "__main__.py", "bundle/compare.py", "bundle/release.py"):
+        assert not (vendored / left_out).exists(), left_out
+    for kept in ("data/translated_crop.py", "data/synthetic.py", "engines/methods/tracoco.py", "utils/run_lock.py",
+                 "networks/nets/resnet_vnet.py", "losses/confident_regional_ce_loss.py"):
+        assert (vendored / kept).is_file(), kept
 
 
 @pytest.mark.long

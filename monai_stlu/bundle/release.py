@@ -14,7 +14,7 @@ import tempfile
 from typing import Any
 from collections.abc import Callable
 
-__all__ = ["MONAI_LABEL_VERSION", "release_bundle", "runtime_requirements", "zoo_requirements"]
+__all__ = ["MONAI_LABEL_VERSION", "release_bundle", "runtime_requirements", "vendored_files", "zoo_requirements"]
 
 #: the MONAI Label version the bundles are served and trained with (tests/monailabel_requirements.txt pins it)
 MONAI_LABEL_VERSION = "0.8.5"
@@ -136,6 +136,107 @@ def _set_recorded(config: dict, settings: dict[str, Any]) -> bool:
             config[key] = value
             changed = True
     return changed
+
+
+_DOTTED = re.compile(r"monai_stlu(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+def _lazy_map(init_file: str) -> dict[str, str]:
+    """A lazily exporting package's ``name -> module`` map: the mapping its ``__init__`` passes to ``lazy_exports``
+    (a literal assigned at module level)."""
+    import ast
+
+    with open(init_file) as f:
+        tree = ast.parse(f.read())
+    literals = {t.id: node.value for node in tree.body if isinstance(node, ast.Assign)
+                for t in node.targets if isinstance(t, ast.Name)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "lazy_exports" and len(node.args) > 1:
+            arg = node.args[1]
+            value = literals.get(arg.id) if isinstance(arg, ast.Name) else arg
+            if value is not None:
+                mapping = ast.literal_eval(value)
+                return {name: module for module, names in mapping.items() for name in names}
+    return {}
+
+
+def vendored_files(package_dir: str, texts: list[str]) -> list[str]:
+    """The files of the ``monai_stlu`` package at ``package_dir`` (paths relative to it) that a released bundle
+    needs: every module the ``texts`` (its configs, its unit tests) name as ``monai_stlu.<...>``, and, transitively,
+    every ``monai_stlu`` module theirs import anywhere in their source (function-level imports included), with the
+    ``__init__.py`` of each package on the way; a name a lazily exporting package re-exports counts as its module.
+    What no config or test reaches (the command line, the protocol runner, the converters) stays out."""
+    import ast
+
+    root = os.path.dirname(os.path.abspath(package_dir))
+
+    def file_of(dotted: str) -> str | None:
+        base = os.path.join(root, *dotted.split("."))
+        if os.path.isfile(base + ".py"):
+            return base + ".py"
+        if os.path.isfile(os.path.join(base, "__init__.py")):
+            return os.path.join(base, "__init__.py")
+        return None
+
+    needed: set[str] = set()
+    todo: list[str] = []
+
+    def add_module(dotted: str) -> None:
+        parts = dotted.split(".")
+        for k in range(1, len(parts) + 1):  # the packages on the way, then the module
+            path = file_of(".".join(parts[:k]))
+            if path is not None and path not in needed:
+                needed.add(path)
+                todo.append(path)
+
+    def add_name(dotted: str) -> None:
+        """``monai_stlu.a.b.Name``: the longest prefix that is a module, then a submodule or a re-exported name."""
+        parts = dotted.split(".")
+        for k in range(len(parts), 0, -1):
+            module = ".".join(parts[:k])
+            if file_of(module) is None:
+                continue
+            add_module(module)
+            if k < len(parts):
+                init = file_of(module)
+                target = _lazy_map(init).get(parts[k]) if init and init.endswith("__init__.py") else None
+                if target is not None:
+                    add_module(f"{module}.{target}")
+            return
+
+    def scan(tree: ast.AST, package: str) -> None:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("monai_stlu"):
+                        add_name(alias.name)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")
+                    base = base[: len(base) - (node.level - 1)]
+                    source = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    source = node.module or ""
+                if source.startswith("monai_stlu"):
+                    add_name(source)
+                    for alias in node.names:
+                        add_name(f"{source}.{alias.name}")
+
+    for text in texts:
+        try:  # a Python source (a unit test): its imports
+            scan(ast.parse(text), "")
+        except SyntaxError:
+            pass
+        for dotted in _DOTTED.findall(text):  # a config: the names it gives as _target_ or in expressions
+            add_name(dotted)
+    add_module("monai_stlu")
+    while todo:
+        path = todo.pop()
+        rel = os.path.relpath(path, root)[:-3].replace(os.sep, ".")
+        module = rel[: -len(".__init__")] if rel.endswith(".__init__") else rel
+        with open(path) as f:
+            scan(ast.parse(f.read()), module if path.endswith("__init__.py") else module.rsplit(".", 1)[0])
+    return sorted(os.path.relpath(p, package_dir) for p in needed if p.startswith(os.path.abspath(package_dir)))
 
 
 def _large_files(weights: str, url: str | None) -> str:
@@ -324,7 +425,16 @@ def release_bundle(
         out = os.path.join(staging, name)
         shutil.copytree(source, out, ignore=shutil.ignore_patterns(*_LEFT_OUT))
         package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        shutil.copytree(package, os.path.join(out, "scripts", "monai_stlu"), ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        texts = []
+        for folder, _, files in os.walk(os.path.join(out, "configs")):
+            texts += [open(os.path.join(folder, f)).read() for f in files if f.endswith(".json")]
+        for template in ("zoo_unit_test.template", "zoo_unit_test_dist.template"):
+            with open(os.path.join(os.path.dirname(__file__), template)) as f:
+                texts.append(f.read())
+        for rel in vendored_files(package, texts):
+            dst = os.path.join(out, "scripts", "monai_stlu", rel)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copy2(os.path.join(package, rel), dst)
         with open(os.path.join(out, "scripts", "__init__.py"), "w") as f:
             f.write(_SCRIPTS_INIT)
         configs = os.path.join(out, "configs")
