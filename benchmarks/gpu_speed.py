@@ -40,7 +40,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "bundles", "stlu_la", "configs")
 METHODS = (
     "supervised", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "dtc", "sassnet", "ssnet", "dan", "urpc",
-    "cct", "ict", "mcnet", "stlu",
+    "cct", "ict", "mcnet", "ml", "mcf", "tracoco", "stlu",
 )
 #: dense bf16/fp16 tensor-core peaks in TFLOP/s (vendor figures, without sparsity)
 KNOWN_PEAKS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -189,6 +189,13 @@ def eager(trainer):
             unwrap(m).__dict__.update(entry)
 
 
+def method_extras(trainer, labeled_batch: dict, image_u) -> dict:
+    """The further batch entries a method reads (TraCoCo's translated crops), as the trainer passes them."""
+    if not trainer.method.batch_keys:
+        return {}
+    return {"extras": trainer.batch_extras(labeled_batch, trainer._unlabeled_batch if image_u is not None else None)}
+
+
 def bare_loop(trainer, warmup: int, timed: int, device: torch.device) -> dict:
     """The same method (network calls and loss), backward and optimizer step in a plain PyTorch loop on tensors already
     on the device, with the method's own after-step work (SASSNet's and DAN's discriminator step, which they run on
@@ -200,6 +207,7 @@ def bare_loop(trainer, warmup: int, timed: int, device: torch.device) -> dict:
     x = trainer._compute_view(first["image"].to(device))
     y = as_plain_tensor(first["label"]).to(device)  # plain tensors, as the trainer hands them to the method
     xu = trainer.next_unlabeled() if trainer.method.uses_unlabeled else None
+    extras = method_extras(trainer, first, xu)
     network, method, optimizer = trainer.network, trainer.method, trainer.optimizer
     after_step = getattr(method, "discriminator_step", None)
     network.train()
@@ -211,7 +219,7 @@ def bare_loop(trainer, warmup: int, timed: int, device: torch.device) -> dict:
             start = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             with autocast(device, enabled=trainer.amp, dtype=trainer.amp_dtype or torch.float32):
-                loss = method(network, x, y, xu)["loss"]
+                loss = method(network, x, y, xu, **extras)["loss"]
             loss.backward()
             optimizer.step()
             if after_step is not None:  # the method's own after-step work: SASSNet's and DAN's discriminator step
@@ -230,12 +238,13 @@ def step_flops(trainer) -> float:
     image, label = trainer.prepare_batch(batch, trainer.state.device, trainer.non_blocking)
     image = trainer._compute_view(image)
     image_u = trainer.next_unlabeled() if trainer.method.uses_unlabeled else None
+    extras = method_extras(trainer, batch, image_u)
     counter = FlopCounterMode(display=False)
     from monai_stlu.utils.fast_path import as_plain_tensor, autocast
 
     with eager(trainer), counter:
         with autocast(trainer.state.device, enabled=trainer.amp, dtype=trainer.amp_dtype or torch.float32):
-            loss = trainer.method(trainer.network, image, as_plain_tensor(label), image_u)["loss"]
+            loss = trainer.method(trainer.network, image, as_plain_tensor(label), image_u, **extras)["loss"]
         loss.backward()
     trainer.optimizer.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
