@@ -2,6 +2,12 @@
 # Licensed under the Apache License, Version 2.0
 """The real-data quality protocol: does a method learn from unlabeled images?
 
+The training, evaluation and table are ``monai_stlu compare``'s (:py:mod:`monai_stlu.bundle.compare`); this script
+adds what the repository's own benchmark needs around them: the LA protocol's defaults, a record of each finished run
+kept in the repository (``--archive_dir``), tagged variants (ablations, label-ratio sweeps) and a report with
+pictures. Diagnostics of finished runs (noise robustness, BatchNorm statistics, the foreground margin) are in
+``benchmarks/probes.py``.
+
 Every (method, seed) is trained with the LA bundle's own command and a protocol override file
 (``configs/cpu_protocol.json`` or ``configs/gpu_protocol.json``), selected on the named validation cases, evaluated on
 the test list, and cached: an interrupted or repeated run resumes its checkpoint or skips what is done.
@@ -9,11 +15,8 @@ the test list, and cached: an interrupted or repeated run resumes its checkpoint
     python benchmarks/quality.py run --protocol cpu --methods supervised,mean_teacher,stlu --seeds 0,1
     python benchmarks/quality.py report --protocol cpu
     python benchmarks/quality.py table --archive_dir DIR --tag _half2500 --results_dir OUT   # monai_stlu compare's table
-    python benchmarks/quality.py robustness --protocol cpu --sigmas 0.1,0.2,0.3,0.4,0.5   # noisy test images
     python benchmarks/quality.py run --protocol cpu --labeled 4,8,16 --seeds 0            # label-ratio sweep
     python benchmarks/quality.py run --protocol cpu --methods stlu --tag _cascade --override --dropout_placement cascade
-    python benchmarks/quality.py bn_check --protocol cpu --seeds 0,1    # BatchNorm statistics from clean passes
-    python benchmarks/quality.py margin --protocol cpu --methods cct --seeds 1   # foreground just under the threshold?
 
 ``run`` works in ``--work_dir`` (default ``benchmarks/work/quality_<protocol>``, git-ignored): per run its
 checkpoints, ``train.log``, ``pseudo_label_quality.csv``, the test metrics and predictions, and ``done.json``. A
@@ -27,8 +30,7 @@ ASD in voxels and mm, mean ± std over cases and seeds, and the per-seed means),
 ``learning_curves.png`` (validation Dice against iteration; beside it the pseudo-label quality: Dice of each
 semi-supervised method's pseudo-labels against the true labels of "unlabeled" training cases), ``overlay.png`` (an
 axial slice through each test case, one row per method: image, ground-truth and predicted contours, the case's
-Dice), ``label_sweep.png`` for runs of ``--labeled``; ``robustness`` writes ``robustness.md``, ``bn_check``
-writes ``bn_check.md`` and ``margin`` writes ``margin.md``.
+Dice), ``label_sweep.png`` for runs of ``--labeled``.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import time
 from collections import defaultdict
 
 from monai_stlu.bundle.compare import (
-    METRICS, bundle_call as bundle, comparison_report, mean_metrics, read_cases, resolved, run_method,
+    METRICS, comparison_report, mean_metrics, read_cases, resolved, run_method,
     validation_curve, write_text_atomic,
 )
 
@@ -75,10 +77,6 @@ def run_dir(work_dir: str, method: str, seed: int, tag: str = "") -> str:
 
 def labeled_tag(num_labeled: int | None) -> str:
     return "" if num_labeled is None else f"_l{num_labeled}"
-
-
-
-
 
 
 def archive_run(opts: argparse.Namespace, folder: str) -> str:
@@ -151,199 +149,6 @@ def run_one(opts: argparse.Namespace, method: str, seed: int) -> dict | None:
     if summary is not None and not already:
         archive_run(opts, out)
     return summary
-
-
-def finished_runs(opts: argparse.Namespace, methods: list[str], seeds: list[int]):
-    """``(method, seed, run folder)`` of every finished run among ``methods`` x ``seeds`` (others are named, skipped)."""
-    for method in methods:
-        for seed in seeds:
-            out = run_dir(opts.work_dir, method, seed, opts.tag + labeled_tag(opts.num_labeled))
-            if os.path.isfile(os.path.join(out, "done.json")):
-                yield method, seed, out
-            else:
-                print(f"{method} seed {seed}: not trained yet, skipped", flush=True)
-
-
-def robustness(opts: argparse.Namespace, methods: list[str], seeds: list[int], sigmas: list[float]) -> str:
-    """Evaluate every finished (method, seed) with Gaussian noise of each ``sigma`` added to the test images; cached
-    per sigma. Returns the Dice table (mean over cases and seeds) and writes it to ``robustness.md``."""
-    table = {}
-    for method, seed, out in finished_runs(opts, methods, seeds):
-        for sigma in sigmas:
-            folder = os.path.join(out, f"test_noise{sigma:g}")
-            if not os.path.isfile(os.path.join(folder, "metrics.csv")):
-                args = ["run", "--config_file", config_files(opts.protocol, method, "evaluate.json"),
-                        "--dataset_dir", opts.dataset_dir, "--train_list", opts.train_list,
-                        "--test_list", opts.test_list, "--seed", str(seed), "--bundle_root",
-                        os.path.join(CONFIGS, ".."), "--ckpt_dir", os.path.join(out, "models"),
-                        "--output_dir", folder, "--eval_noise_std", str(sigma), "--save_predictions", "false",
-                        *opts.override]
-                bundle(args, os.path.join(out, "robustness.log"))
-            dice = mean_metrics(os.path.join(folder, "metrics.csv"))["dice"]
-            table.setdefault(method, {}).setdefault(sigma, []).append(dice)
-    lines = ["| method | " + " | ".join(f"σ {s:g}" for s in sigmas) + " |", "|---|" + "---|" * len(sigmas)]
-    for method, by_sigma in table.items():
-        cells = (by_sigma[s] for s in sigmas)
-        lines.append(f"| {method} | " + " | ".join(f"{100 * sum(v) / len(v):.2f}" for v in cells) + " |")
-    os.makedirs(opts.results_dir, exist_ok=True)
-    with open(os.path.join(opts.results_dir, "robustness.md"), "w") as f:
-        f.write("Test Dice % (mean over cases and seeds) with Gaussian noise of std σ added to the z-scored images\n\n")
-        f.write("\n".join(lines) + "\n")
-    return "\n".join(lines)
-
-
-def run_parser(opts: argparse.Namespace, method: str, seed: int, out: str, output_subdir: str):
-    """The bundle configuration of the finished run in ``out`` as ``run`` ran it (protocol, method, seed, overrides),
-    initialised; its outputs go to ``out/output_subdir``."""
-    from fire.parser import DefaultParseValue  # how `python -m monai.bundle` reads a command-line value
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(config_paths(opts.protocol, method))
-    it = iter(opts.override)
-    parser.update({
-        "dataset_dir": opts.dataset_dir, "train_list": opts.train_list, "test_list": opts.test_list,
-        "seed": seed, "bundle_root": os.path.join(CONFIGS, ".."), "ckpt_dir": os.path.join(out, "models"),
-        "output_dir": os.path.join(out, output_subdir), "progress": False,
-        **({"num_labeled": opts.num_labeled} if opts.num_labeled is not None else {}),
-        **{k.lstrip("-"): DefaultParseValue(v) for k, v in zip(it, it)},
-    })
-    parser.get_parsed_content("initialize")
-    return parser
-
-
-def kept_network(parser, out: str):
-    """The run's network with the weights it kept (``models/model.pt``, the best on validation)."""
-    import torch
-
-    network = parser.get_parsed_content("network")
-    network.load_state_dict(torch.load(os.path.join(out, "models", "model.pt"), map_location="cpu", weights_only=True))
-    return network
-
-
-def validation_probabilities(network, parser):
-    """Per validation case (the model-selection cases), the network's class probabilities ``(C, *spatial)`` from the
-    bundle's validation inferer, in float32, and the foreground mask ``label > 0``."""
-    import torch
-
-    loader, inferer = parser.get_parsed_content("validate#dataloader"), parser.get_parsed_content("validate#inferer")
-    device = parser.get_parsed_content("device")
-    network.eval()
-    with torch.no_grad():
-        for batch in loader:
-            probs = torch.softmax(inferer(batch["image"].to(device), network).float(), dim=1).cpu()
-            yield from zip(probs, torch.as_tensor(batch["label"])[:, 0] > 0)
-
-
-def validation_dice(network, parser) -> float:
-    """Mean Dice of the argmax foreground over the validation cases, as validation in training scores it."""
-    from monai_stlu.metrics import dice_score
-    from monai_stlu.utils import argmax
-
-    dice = [dice_score(argmax(p, 0) > 0, lab) for p, lab in validation_probabilities(network, parser)]
-    return sum(dice) / len(dice)
-
-
-def bn_check(opts: argparse.Namespace, methods: list[str], seeds: list[int], batches: int) -> str:
-    """Validation Dice of each finished (method, seed) model as trained, and after its BatchNorm running statistics
-    are recomputed from clean forward passes (no mixing, dropout or teacher) over ``batches`` labeled and unlabeled
-    training batches. A diagnostic of the train/eval gap that perturbation-based methods can open (their BatchNorm
-    layers only ever see perturbed features in training); validation cases only. Writes ``bn_check.md``."""
-    import copy
-
-    import torch
-
-    lines = ["| method | seed | validation Dice as trained | after BN recomputed from clean passes | change |",
-             "|---|---|---|---|---|"]
-    for method, seed, out in finished_runs(opts, methods, seeds):
-        parser = run_parser(opts, method, seed, out, "bn_check")
-        network = kept_network(parser, out)
-        device = parser.get_parsed_content("device")
-        before = validation_dice(network, parser)
-        clean = copy.deepcopy(network).train()
-        for m in clean.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.reset_running_stats()
-                m.momentum = None  # a plain average over the passes
-            elif isinstance(m, torch.nn.modules.dropout._DropoutNd):
-                m.eval()
-        loaders = [parser.get_parsed_content("train#dataloader")]
-        if parser.get_parsed_content("method").uses_unlabeled:
-            loaders.append(parser.get_parsed_content("train#unlabeled_dataloader"))
-        with torch.no_grad():
-            for loader in loaders:
-                done = 0
-                while done < batches:
-                    for batch in loader:
-                        clean(torch.as_tensor(batch["image"]).to(device))  # one tensor: the plain network
-                        done += 1
-                        if done == batches:
-                            break
-        after = validation_dice(clean, parser)
-        lines.append(f"| {method}{opts.tag} | {seed} | {100 * before:.2f} | {100 * after:.2f} | {100 * (after - before):+.2f} |")
-        print(lines[-1], flush=True)
-    os.makedirs(opts.results_dir, exist_ok=True)
-    with open(os.path.join(opts.results_dir, "bn_check.md"), "w") as f:
-        f.write(f"Validation Dice % (the model-selection cases) as trained and after BatchNorm statistics recomputed from "
-                f"{batches} clean batches per training loader\n\n" + "\n".join(lines) + "\n")
-    return "\n".join(lines)
-
-
-def head_can_score_foreground(network) -> bool | None:
-    """Whether the network's segmentation head (its first module named ``head``: a 1x1 convolution on the last
-    decoder features, which are a ReLU output and so non-negative) can score some foreground class above the
-    background for some input. For weights ``W`` and bias ``b`` the logit difference ``(W_c - W_0) . h + b_c - b_0``
-    is positive for some ``h >= 0`` exactly when ``b_c > b_0`` or some entry of ``W_c - W_0`` is positive. ``False``
-    means no image can produce a foreground voxel; ``None`` when the network has no such head. A one-channel head
-    (:py:class:`~monai_stlu.networks.nets.SDFVNet`'s foreground logit against a background fixed at 0) is read with
-    ``W_0 = 0, b_0 = 0``."""
-    import torch
-
-    head = next((m for name, m in network.named_modules() if name.rsplit(".", 1)[-1] == "head"), None)
-    if not isinstance(head, torch.nn.modules.conv._ConvNd):
-        return None
-    w = head.weight.detach().flatten(1)
-    b = head.bias.detach() if head.bias is not None else torch.zeros(head.out_channels)
-    if head.out_channels == 1:
-        w, b = torch.cat([torch.zeros_like(w), w]), torch.cat([torch.zeros_like(b), b])
-    return bool(((w[1:] - w[:1]).amax(dim=1).gt(0) | (b[1:] - b[:1]).gt(0)).any())
-
-
-def margin(opts: argparse.Namespace, methods: list[str], seeds: list[int]) -> str:
-    """Where each finished (method, seed) model puts the foreground probability inside the true label of the
-    validation cases, and whether its head can score foreground at all: tells a model that learned nothing from one
-    whose foreground probability sits just under the argmax threshold. Validation cases only, nothing is chosen from
-    it. Writes ``margin.md``."""
-    import torch
-
-    from monai_stlu.metrics import dice_score
-    from monai_stlu.utils import argmax
-
-    lines = ["| method | seed | validation Dice | median foreground probability inside the label | label voxels at "
-             "0.4-0.5 | label voxels at >= 0.5 | head can score foreground |", "|---|---|---|---|---|---|---|"]
-    for method, seed, out in finished_runs(opts, methods, seeds):
-        parser = run_parser(opts, method, seed, out, "margin")
-        network = kept_network(parser, out)
-        dice, inside = [], []
-        for probs, label in validation_probabilities(network, parser):
-            dice.append(dice_score(argmax(probs, 0) > 0, label))
-            inside.append((1 - probs[0])[label])
-        fg = torch.cat(inside)
-        reach = {True: "yes", False: "no", None: "n/a"}[head_can_score_foreground(network)]
-        lines.append(f"| {method}{opts.tag} | {seed} | {100 * sum(dice) / len(dice):.2f} | {float(fg.median()):.3f} | "
-                     f"{100 * float(((fg >= 0.4) & (fg < 0.5)).float().mean()):.1f} % | "
-                     f"{100 * float((fg >= 0.5).float().mean()):.1f} % | {reach} |")
-        print(lines[-1], flush=True)
-    os.makedirs(opts.results_dir, exist_ok=True)
-    with open(os.path.join(opts.results_dir, "margin.md"), "w") as f:
-        f.write("The kept model's foreground probability (1 - background) inside the true label of the validation cases"
-                " (all their label voxels pooled), and whether its head can score a foreground class above the background"
-                " on any non-negative features\n\n" + "\n".join(lines) + "\n")
-    return "\n".join(lines)
-
-
-
-
 
 
 def run_setting(protocol: str, folder: str, key: str):
@@ -535,9 +340,12 @@ def overlay(opts: argparse.Namespace, runs: dict, out: str, plt) -> list[str]:
     return [m for m, _, _ in main]
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["run", "report", "table", "robustness", "bn_check", "margin"])
+def arguments(commands: list[str], description: str | None = None) -> argparse.ArgumentParser:
+    """The command line of this script and of ``probes.py`` (which reads the same runs): ``commands`` are the choices
+    of the first argument."""
+    parser = argparse.ArgumentParser(description=description or __doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=commands)
     parser.add_argument("--protocol", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--methods", default="supervised,mean_teacher,stlu", help=f"comma-separated, of {METHODS}")
     parser.add_argument("--seeds", default="0,1")
@@ -549,14 +357,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--archive_dir", default=None,
                         help="the finished runs' records (default benchmarks/results/quality_<protocol>_runs)")
     parser.add_argument("--tag", default="", help="a suffix of the run folders, for variants (ablations)")
-    parser.add_argument("--evaluate_stopped", action="store_true",
-                        help="run: evaluate a training its time limit stopped (a probe); by default it is left to resume")
     parser.add_argument("--labeled", default=None,
                         help="label-ratio sweep: comma-separated labeled counts (runs tagged _lN), e.g. 4,8,16")
-    parser.add_argument("--sigmas", default="0.1,0.2,0.3,0.4,0.5", help="robustness: noise std values")
-    parser.add_argument("--bn_batches", type=int, default=20, help="bn_check: clean batches per training loader")
     parser.add_argument("--override", nargs=argparse.REMAINDER, default=[],
                         help="further bundle overrides, e.g. --override --max_iterations 4 (must come last)")
+    return parser
+
+
+def options(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, list[str], list[int], list]:
+    """Parsed arguments with the folders' defaults filled in, the methods, the seeds and the labeled counts (``[None]``
+    without ``--labeled``); exits with one sentence on an unknown method or a data folder without the training list."""
     opts = parser.parse_args(argv)
     opts.work_dir = opts.work_dir or os.path.join(REPO, "benchmarks", "work", f"quality_{opts.protocol}")
     opts.results_dir = opts.results_dir or os.path.join(REPO, "benchmarks", "results", f"quality_{opts.protocol}")
@@ -569,6 +379,15 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"no {opts.train_list} in {opts.dataset_dir}: pass --dataset_dir (the LA h5 layout).")
     seeds = [int(s) for s in opts.seeds.split(",")]
     counts = [int(c) for c in opts.labeled.split(",")] if opts.labeled else [None]
+    opts.num_labeled = counts[0]
+    return opts, methods, seeds, counts
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = arguments(["run", "report", "table"])
+    parser.add_argument("--evaluate_stopped", action="store_true",
+                        help="run: evaluate a training its time limit stopped (a probe); by default it is left to resume")
+    opts, methods, seeds, counts = options(parser, argv)
     if opts.command == "run":
         for count in counts:
             opts.num_labeled = count
@@ -582,17 +401,8 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"[{time.strftime('%H:%M:%S')}] {label}: test Dice {result['test']['dice']:.4f} "
                           f"({result.get('train_minutes_all_segments', result['train_minutes']):.1f} min training in "
                           f"{result.get('train_segments', 1)} segment(s))", flush=True)
-    elif opts.command == "bn_check":
-        opts.num_labeled = counts[0]
-        print(bn_check(opts, methods, seeds, opts.bn_batches))
-    elif opts.command == "margin":
-        opts.num_labeled = counts[0]
-        print(margin(opts, methods, seeds))
     elif opts.command == "table":
         print(comparison_table(opts))
-    elif opts.command == "robustness":
-        opts.num_labeled = counts[0]
-        print(robustness(opts, methods, seeds, [float(s) for s in opts.sigmas.split(",")]))
     else:
         print(report(opts))
 

@@ -223,7 +223,7 @@ def test_report_from_the_archive_outlives_the_work_folder(tmp_path):
 
 @pytest.mark.parametrize("net_cls", ["vnet", "cct", "sdf"])
 def test_head_can_score_foreground_tells_a_head_that_never_predicts_foreground(net_cls):
-    from benchmarks.quality import head_can_score_foreground
+    from benchmarks.probes import head_can_score_foreground
     from monai_stlu.networks.nets import CCTVNet, SDFVNet
 
     torch.manual_seed(0)

@@ -25,7 +25,7 @@ TINY = ["--max_iterations", "2", "--val_interval", "2", "--patch_size", "[64,64,
 
 
 def test_quality_protocol_tiny(tmp_path, capsys):
-    from benchmarks import quality
+    from benchmarks import probes, quality
 
     la = shared_la_dir()
     test_list = tmp_path / "two_test.list"
@@ -70,13 +70,13 @@ def test_quality_protocol_tiny(tmp_path, capsys):
     assert {p.name for p in (tmp_path / "work").iterdir()} >= {"stlu_decoder_seed0", "supervised_l2_seed0",
                                                                 "supervised_l3_seed0"}
 
-    quality.main(["robustness", "--methods", "supervised,stlu", "--seeds", "0", "--sigmas", "0.3", *common,
+    probes.main(["robustness", "--methods", "supervised,stlu", "--seeds", "0", "--sigmas", "0.3", *common,
                   "--override", *TINY])
     robust = (tmp_path / "res" / "robustness.md").read_text()
     assert "| supervised |" in robust and "σ 0.3" in robust
 
     # the BatchNorm diagnostic: the model as trained scores on the validation cases what training logged for it
-    quality.main(["bn_check", "--methods", "supervised,stlu", "--seeds", "0", "--bn_batches", "1", *common,
+    probes.main(["bn_check", "--methods", "supervised,stlu", "--seeds", "0", "--bn_batches", "1", *common,
                   "--override", *TINY])
     rows = [line.split("|") for line in (tmp_path / "res" / "bn_check.md").read_text().splitlines()
             if line.startswith("| s")]
@@ -86,7 +86,7 @@ def test_quality_protocol_tiny(tmp_path, capsys):
         assert float(r[3]) == pytest.approx(100 * max(map(float, logged)), abs=0.5) and 0 <= float(r[4]) <= 100
 
     # the threshold diagnostic: the same validation Dice as above, the probabilities inside the label in range
-    quality.main(["margin", "--methods", "supervised,stlu", "--seeds", "0", *common, "--override", *TINY])
+    probes.main(["margin", "--methods", "supervised,stlu", "--seeds", "0", *common, "--override", *TINY])
     margins = [line.split("|") for line in (tmp_path / "res" / "margin.md").read_text().splitlines()
                if line.startswith("| s")]
     assert [r[1].strip() for r in margins] == ["supervised", "stlu"]
