@@ -57,6 +57,23 @@ def test_paired_sign_flip_p_is_the_exact_test():
 
 
 @pytest.mark.integration
+def test_the_verdict_names_methods_above_and_below_their_supervised_run():
+    """The verdict's gain sentence sorts the semi-supervised rows into significantly above their recipe's supervised
+    run, significantly below it (a negative result is named, with its gain), and no difference shown."""
+    from monai_stlu.bundle.compare import _verdict
+
+    stats = {"up": {"dice": 84.0, "seeds": [0], "gain": 10.5, "p": 0.01},
+             "supervised": {"dice": 73.0, "seeds": [1]},
+             "flat": {"dice": 72.0, "seeds": [2], "gain": 1.2, "p": 0.4},
+             "down": {"dice": 61.0, "seeds": [3], "gain": -16.27, "p": 0.016},
+             "down_unsure": {"dice": 60.0, "seeds": [4], "gain": -3.0, "p": 0.3}}
+    text = " ".join(_verdict(stats, {m: {} for m in stats}))
+    assert ("(against the supervised run of the same recipe, p < 0.05): up +10.50; below that run (p < 0.05): "
+            "down -16.27; no difference shown: flat, down_unsure.") in text, text
+    stats.pop("down")
+    assert "below that run" not in " ".join(_verdict(stats, {m: {} for m in stats}))
+
+
 def test_compare_resumes_reports_and_refuses_mixed_settings(tmp_path):
     """Asked for STLU-Net, the comparison adds the supervised run of its recipe; a run its time limit stops is
     resumed by the same command; the table pairs the two runs case by case; other settings in the same folder are

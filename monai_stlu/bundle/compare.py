@@ -475,7 +475,7 @@ def comparison_report(
 
 def _verdict(stats: Mapping[str, Mapping[str, Any]], runs: Mapping) -> list[str]:
     """A few sentences: the highest mean test Dice, whether the runner-up is distinguishable from it on these
-    cases, and which semi-supervised methods beat the supervised run of their own recipe."""
+    cases, and which semi-supervised methods beat the supervised run of their own recipe (and which fall below it)."""
     ranked = sorted(stats, key=lambda m: -stats[m]["dice"])
     best = ranked[0]
     lines = [f"**Which method.** Highest mean test Dice: **{best}** ({stats[best]['dice']:.2f} %, "
@@ -495,9 +495,13 @@ def _verdict(stats: Mapping[str, Mapping[str, Any]], runs: Mapping) -> list[str]
     gains = [m for m in ranked if "gain" in stats[m]]
     if gains:
         helped = [m for m in gains if stats[m]["gain"] > 0 and stats[m]["p"] < 0.05]
+        harmed = [m for m in gains if stats[m]["gain"] < 0 and stats[m]["p"] < 0.05]
         lines.append("Gain from the unlabeled images (against the supervised run of the same recipe, p < 0.05): "
                      + (", ".join(f"{m} {stats[m]['gain']:+.2f}" for m in helped) if helped else "none")
-                     + "; not shown: " + (", ".join(m for m in gains if m not in helped) or "none") + ".")
+                     + ("; below that run (p < 0.05): " + ", ".join(f"{m} {stats[m]['gain']:+.2f}" for m in harmed)
+                        if harmed else "")
+                     + "; no difference shown: "
+                     + (", ".join(m for m in gains if m not in helped and m not in harmed) or "none") + ".")
     lines.append("The test cases choose nothing here: models are selected on the validation cases; the test list "
                  "only scores them.")
     return lines
