@@ -16,12 +16,15 @@ the test list, and cached: an interrupted or repeated run resumes its checkpoint
     python benchmarks/quality.py report --protocol cpu
     python benchmarks/quality.py table --archive_dir DIR --tag _half2500 --results_dir OUT   # monai_stlu compare's table
     python benchmarks/quality.py run --protocol cpu --labeled 4,8,16 --seeds 0            # label-ratio sweep
+    python benchmarks/quality.py run --protocol cpu --methods dtc,mcnet --seeds 0 --finish_by 21:15 --minutes mcnet=55
     python benchmarks/quality.py run --protocol cpu --methods stlu --tag _cascade --override --dropout_placement cascade
 
 ``run`` works in ``--work_dir`` (default ``benchmarks/work/quality_<protocol>``, git-ignored): per run its
 checkpoints, ``train.log``, ``pseudo_label_quality.csv``, the test metrics and predictions, and ``done.json``. A
 training its time limit stops (``--override --max_train_seconds N``) is left to resume, not evaluated, unless
-``--evaluate_stopped`` asks for a probe of what the budget reaches.
+``--evaluate_stopped`` asks for a probe of what the budget reaches. With ``--finish_by`` a run starts only if it is
+expected to end by then (its ``--minutes`` figure, else the longest archived run of the method): a session's runs
+finish in the session, as the work folder may not outlive it.
 Every finished run is also kept in ``--archive_dir`` (default ``benchmarks/results/quality_<protocol>_runs``, meant to be
 committed): its ``done.json``, ``segments.json``, per-case test metrics, validation curve and pseudo-label quality, a
 few KB that outlive the work folder. ``report`` reads the archive (after archiving any finished run of the work folder
@@ -340,6 +343,34 @@ def overlay(opts: argparse.Namespace, runs: dict, out: str, plt) -> list[str]:
     return [m for m, _, _ in main]
 
 
+def expected_minutes(opts: argparse.Namespace, method: str, estimates: dict[str, float]) -> float | None:
+    """The minutes a run of ``method`` is expected to take, training and test evaluation: its ``--minutes`` figure,
+    else the longest archived run of the method with this tag (all its training segments and its evaluation), else
+    None (unknown)."""
+    if method in estimates:
+        return estimates[method]
+    spans = []
+    for folder in archived_runs(opts).get(method + opts.tag + labeled_tag(opts.num_labeled), {}).values():
+        with open(os.path.join(folder, "done.json")) as f:
+            done = json.load(f)
+        spans.append(done.get("train_minutes_all_segments", done.get("train_minutes", 0)) + done.get("eval_minutes", 0))
+    return max(spans) if spans else None
+
+
+def deadline(text: str, now: float | None = None) -> float:
+    """``--finish_by`` as a POSIX time: ``HH:MM`` (today, local time) or an ISO date and time."""
+    import datetime
+
+    try:
+        if re.fullmatch(r"\d{1,2}:\d{2}", text):
+            today = datetime.datetime.fromtimestamp(time.time() if now is None else now)
+            hour, minute = map(int, text.split(":"))
+            return today.replace(hour=hour, minute=minute, second=0, microsecond=0).timestamp()
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise SystemExit(f"--finish_by {text!r}: give a time as HH:MM (today) or YYYY-MM-DDTHH:MM.") from None
+
+
 def arguments(commands: list[str], description: str | None = None) -> argparse.ArgumentParser:
     """The command line of this script and of ``probes.py`` (which reads the same runs): ``commands`` are the choices
     of the first argument."""
@@ -387,13 +418,31 @@ def main(argv: list[str] | None = None) -> None:
     parser = arguments(["run", "report", "table"])
     parser.add_argument("--evaluate_stopped", action="store_true",
                         help="run: evaluate a training its time limit stopped (a probe); by default it is left to resume")
+    parser.add_argument("--finish_by", default=None,
+                        help="run: start a run only if it is expected to end by this time (HH:MM today, or "
+                             "YYYY-MM-DDTHH:MM): a session's runs must finish in it; runs already done are read as usual")
+    parser.add_argument("--minutes", default="",
+                        help="run with --finish_by: expected minutes per method, e.g. ua_mt=65,dtc=27 (default: the "
+                             "longest archived run of the method under this tag; a method with neither is started)")
     opts, methods, seeds, counts = options(parser, argv)
+    try:
+        estimates = {k: float(v) for k, v in (item.split("=") for item in opts.minutes.split(",") if item)}
+    except ValueError:
+        raise SystemExit(f"--minutes {opts.minutes!r}: give method=minutes pairs, e.g. ua_mt=65,dtc=27.") from None
+    end = deadline(opts.finish_by) if opts.finish_by else None
     if opts.command == "run":
         for count in counts:
             opts.num_labeled = count
             for seed in seeds:
                 for method in methods:
                     label = f"{method}{opts.tag}{labeled_tag(count)} seed {seed}"
+                    done = os.path.isfile(os.path.join(run_dir(opts.work_dir, method, seed, opts.tag + labeled_tag(count)),
+                                                       "done.json"))
+                    minutes = expected_minutes(opts, method, estimates) if end is not None and not done else None
+                    if minutes is not None and time.time() + 60 * minutes > end:
+                        print(f"[{time.strftime('%H:%M:%S')}] {label}: expected to take {minutes:.0f} min, would end "
+                              f"after {opts.finish_by}; not started", flush=True)
+                        continue
                     print(f"[{time.strftime('%H:%M:%S')}] {label} ...", flush=True)
                     result = run_one(opts, method, seed)
                     if result is None:

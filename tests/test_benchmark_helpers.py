@@ -261,3 +261,44 @@ def test_protocol_runs_know_which_evaluations_keep_the_largest_component():
     kept = {m for m in methods if keeps_largest_component(m, [])}
     assert kept == {"bcp", "dtc", "ssnet"}
     assert not keeps_largest_component("dtc", ["--largest_component", "false"])
+
+
+def test_protocol_runs_start_only_if_they_can_finish_by_the_deadline(tmp_path, capsys):
+    """``quality.py run --finish_by``: a run expected (from the longest archived run of its method and tag, or from
+    ``--minutes``) to end after the deadline is not started, so no session leaves a half-trained run behind; bad
+    deadlines and estimates are refused in one sentence."""
+    import datetime
+    import json
+
+    from benchmarks import quality
+    from monai_stlu.data.synthetic import write_synthetic_la
+
+    data = write_synthetic_la(str(tmp_path / "la"), num_train=2, num_test=1, shape=(16, 16, 8))
+    archive, work = tmp_path / "archive", tmp_path / "work"
+    for seed, minutes in ((0, 41.5), (1, 50.0)):
+        (archive / f"dtc_x_seed{seed}").mkdir(parents=True)
+        (archive / f"dtc_x_seed{seed}" / "done.json").write_text(
+            json.dumps({"method": "dtc", "train_minutes_all_segments": minutes, "eval_minutes": 1.0}))
+    opts = quality.arguments(["run"]).parse_args(["run", "--tag", "_x", "--work_dir", str(work), "--archive_dir",
+                                                  str(archive)])
+    opts.num_labeled = None
+    assert quality.expected_minutes(opts, "dtc", {}) == 51.0  # the longest, with its evaluation
+    assert quality.expected_minutes(opts, "dtc", {"dtc": 7.0}) == 7.0
+    assert quality.expected_minutes(opts, "urpc", {}) is None
+
+    soon = (datetime.datetime.now() + datetime.timedelta(minutes=20)).isoformat(timespec="minutes")
+    common = ["run", "--seeds", "2", "--tag", "_x", "--dataset_dir", data, "--train_list", "train.list",
+              "--work_dir", str(work), "--archive_dir", str(archive), "--finish_by", soon]
+    quality.main([*common, "--methods", "dtc"])
+    assert f"dtc_x seed 2: expected to take 51 min, would end after {soon}; not started" in capsys.readouterr().out
+    quality.main([*common, "--methods", "urpc", "--minutes", "urpc=90"])
+    assert "urpc_x seed 2: expected to take 90 min" in capsys.readouterr().out
+    assert not work.exists()  # nothing started
+
+    assert quality.deadline("10:30", now=datetime.datetime(2026, 12, 7, 9, 0).timestamp()) == \
+        datetime.datetime(2026, 12, 7, 10, 30).timestamp()
+    assert quality.deadline("2026-12-08T01:15") == datetime.datetime(2026, 12, 8, 1, 15).timestamp()
+    with pytest.raises(SystemExit, match="--finish_by 'tonight': give a time as HH:MM"):
+        quality.main([*common[:-1], "tonight", "--methods", "dtc"])
+    with pytest.raises(SystemExit, match="--minutes 'dtc=long': give method=minutes pairs"):
+        quality.main([*common, "--methods", "dtc", "--minutes", "dtc=long"])
