@@ -123,7 +123,17 @@ def test_compare_refuses_bad_requests_in_one_sentence(tmp_path):
                         (["--test_list", "nope.list"], f"{data / 'nope.list'}: no such test list")):
         proc = run(compare_cmd(data, tmp_path / "out", *more), tmp_path)
         assert proc.returncode != 0 and last_line(proc).startswith(start), (more, last_line(proc))
-    assert not (tmp_path / "out" / "runs").exists()
+        if more[0] == "--methods":  # each method named once
+            named = last_line(proc).split("the methods are ")[1].rstrip(".").split(", ")
+            assert "stlu" in named and len(named) == len(set(named)), named
+    proc = run(compare_cmd(tmp_path / "no_data", tmp_path / "out"), tmp_path)
+    assert proc.returncode != 0 and last_line(proc) == f"{tmp_path / 'no_data'}: no such folder (--dataset_dir).", \
+        last_line(proc)
+    (tmp_path / "a_file").write_text("keep")
+    proc = run(compare_cmd(data, tmp_path / "a_file"), tmp_path)
+    assert proc.returncode != 0 and last_line(proc).startswith(f"{tmp_path / 'a_file'}: -o names a file"), last_line(proc)
+    assert (tmp_path / "a_file").read_text() == "keep"
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.integration

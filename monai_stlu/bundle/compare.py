@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import errno
 import io
 import itertools
 import json
@@ -580,6 +581,8 @@ def compare(
 
     configs = _bundle_configs(bundle)
     out = os.path.abspath(str(o))
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise NotADirectoryError(errno.ENOTDIR, f"{out}: -o names a file; give a folder (new, or one to resume).")
     if report_only:
         return comparison_report(out)
     if preset not in PRESETS:
@@ -593,7 +596,7 @@ def compare(
     unknown = [m for m in asked if m not in known and m != "stlu"]
     if not asked or unknown:
         raise ValueError(f"--methods {','.join(unknown) or '(none)'}: not a method of {configs}/methods; "
-                         f"the methods are {', '.join(['stlu', *known])}.")
+                         f"the methods are {', '.join(sorted({'stlu', *known}))}.")
     seed_list = []
     for s in _as_list(seeds):
         if not s.isdigit():
@@ -605,6 +608,8 @@ def compare(
         order += [m for m in (matched, method) if m and m not in order]
     preset_values = top_level_values([os.path.join(configs, "train.json")] + ([preset_file] if preset_file else []))
     data = os.path.abspath(str(dataset_dir)) if dataset_dir is not None else None
+    if data and not os.path.isdir(data):
+        raise FileNotFoundError(errno.ENOENT, f"{data}: no such folder (--dataset_dir).")
     data_root = data or str(preset_values.get("dataset_dir", ""))
     lists = {}
     for key, given in (("train_list", train_list), ("test_list", test_list)):
