@@ -119,6 +119,10 @@ def test_compare_refuses_bad_requests_in_one_sentence(tmp_path):
     write_synthetic_la(str(data), num_train=4, num_test=1, shape=(16, 16, 8))
     for more, start in ((["--methods", "stlu,mean_techer"], "--methods mean_techer: not a method of "),
                         (["--seeds", "0,x"], "--seeds 'x': seeds are whole numbers"),
+                        (["--seeds", ""], "--seeds (none): give at least one seed"),
+                        (["--max_iterations", "abc"], "--max_iterations must be a whole number of iterations"),
+                        (["--max_iteration", "4"], "--max_iteration is not a key of the bundle's configs (did you "
+                                                   "mean --max_iterations?)"),
                         (["--preset", "fast"], "--preset 'fast' is not one of"),
                         (["--test_list", "nope.list"], f"{data / 'nope.list'}: no such test list")):
         proc = run(compare_cmd(data, tmp_path / "out", *more), tmp_path)

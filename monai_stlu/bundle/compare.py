@@ -576,7 +576,7 @@ def compare(
     Returns:
         the comparison as Markdown (also in ``o/comparison.md``).
     """
-    from monai_stlu.cli import _bundle_configs, _override_args
+    from monai_stlu.cli import _bundle_configs, _check_bundle_command, _override_args
     from monai_stlu.utils.settings_check import top_level_values
 
     configs = _bundle_configs(bundle)
@@ -602,6 +602,8 @@ def compare(
         if not s.isdigit():
             raise ValueError(f"--seeds {s!r}: seeds are whole numbers, e.g. --seeds 0,1,2.")
         seed_list.append(int(s))
+    if not seed_list:
+        raise ValueError("--seeds (none): give at least one seed, e.g. --seeds 0,1,2.")
     order = []
     for method in asked:
         matched = top_level_values(method_files(configs, method, preset)).get("matched_supervised")
@@ -637,6 +639,9 @@ def compare(
                                                               if k not in RUN_ONLY_KEYS}))] * 2)),
                 "version": code_version(),
                 "precision": training_precision(method_files(configs, "stlu", preset), args)}
+    for method in order:  # what each run's command line would refuse (a misspelled key, --max_iterations abc)
+        _check_bundle_command(["monai.bundle", "run", "training", "--config_file",
+                               _config_arg(method_files(configs, method, preset)), *args])
     os.makedirs(out, exist_ok=True)
     record = os.path.join(out, "compare.json")
     if os.path.isfile(record):
