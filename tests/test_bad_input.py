@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ import torch
 from bundle_utils import KILLING_SAVE, config_list, run_bundle
 from conftest import REPO_ROOT
 from monai_stlu.data import ValidateSegmentationd, json_split, h5_split, write_synthetic_la
+from monai_stlu.utils import check_settings
 
 CONFIGS = REPO_ROOT / "bundles" / "stlu_la" / "configs"
 
@@ -46,10 +48,29 @@ def test_truncated_h5(synth):
 
 
 def test_labeled_count_out_of_range(synth):
-    with pytest.raises(ValueError, match="num_labeled must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="num_labeled must be a whole number of labeled cases, 1 or more, got 0"):
         h5_split(synth, num_labeled=0, num_val=1)
     with pytest.raises(ValueError, match=r"train.list: 8 training cases cannot give 9 labeled \+ 0 validation"):
         h5_split(synth, num_labeled=9, num_val=0)
+    # a command line's text: digits count, anything else is named (was int()'s "invalid literal ...")
+    assert len(h5_split(synth, num_labeled="3", num_val=np.int64(1))["labeled"]) == 3
+    for kwargs, message in (({"num_labeled": "abc"}, "num_labeled must be a whole number of labeled cases, 1 or more, "
+                                                     "got 'abc'."),
+                            ({"num_val": -1}, "num_val must be a whole number of validation cases, 0 or more, got -1."),
+                            ({"num_labeled": 2.5}, "num_labeled must be a whole number of labeled cases, 1 or more, "
+                                                   "got 2.5.")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            h5_split(synth, **{"num_labeled": 2, "num_val": 1, **kwargs})
+
+
+def test_settings_refuse_a_learning_rate_that_cannot_train():
+    check_settings([16, 16, 8], learning_rate=1e-4)
+    check_settings([16, 16, 8], learning_rate=1)
+    for value in (0, -1, float("nan"), float("inf"), "abc", True):
+        with pytest.raises(ValueError, match=re.escape(f"learning_rate must be a number above 0, got {value!r}.")):
+            check_settings([16, 16, 8], learning_rate=value)
+    with pytest.raises(ValueError, match="val_interval must be a whole number of iterations between validations"):
+        check_settings([16, 16, 8], val_interval="x")
 
 
 def test_datalist_json_problems(tmp_path):

@@ -20,7 +20,6 @@ import pytest
 import torch
 
 from bundle_utils import config_list, last_line
-from conftest import REPO_ROOT
 from monai_stlu.data import write_synthetic_la
 from monai_stlu.utils import RunLock, attach_model_record, explain
 
@@ -103,7 +102,7 @@ def test_model_files_and_commands_refused_before_anything_runs(site):
 @pytest.mark.slow
 @pytest.mark.long  # bundle start-ups (10-15 s of imports each); the quick suite has the wrapper-level refusals above
 def test_bad_runs_end_with_one_sentence(site, tmp_path):
-    """Through the bundle itself: ``--max_iterations abc``, too few unlabeled cases for one batch, labels of 0/0.5
+    """Through the bundle itself: ``--max_iterations abc``, ``--num_labeled abc``, ``--learning_rate -1``, too few unlabeled cases for one batch, labels of 0/0.5
     (``monai_stlu check`` refuses them; training must too), and exports of weights that do not fit the network
     (a Mean Teacher model exported as STLU-Net, a model file without a record)."""
     la, odd = site / "la", tmp_path / "odd"
@@ -118,6 +117,11 @@ def test_bad_runs_end_with_one_sentence(site, tmp_path):
         (["-m", "monai.bundle", "run", "training", "--config_file", QUICK, "--dataset_dir", la,
           "--bundle_root", tmp_path / "r1", "--max_iterations", "abc"],
          "max_iterations must be a whole number of iterations, 1 or more, got 'abc'."),
+        (["-m", "monai.bundle", "run", "training", "--config_file", QUICK, "--dataset_dir", la,
+          "--bundle_root", tmp_path / "r1", "--num_labeled", "abc"],
+         "num_labeled must be a whole number of labeled cases, 1 or more, got 'abc'."),
+        (["-m", "monai.bundle", "run", "training", "--config_file", QUICK, "--dataset_dir", la,
+          "--bundle_root", tmp_path / "r1", "--learning_rate", "-1"], "learning_rate must be a number above 0, got -1."),
         (["-m", "monai_stlu", "train", "--quick", "--dataset_dir", la, "--output", tmp_path / "r2", "--num_labeled",
           "8", "--num_val", "3"],
          f"{la / 'train.list'}: 1 unlabeled case(s) are left for this semi-supervised method, fewer than one batch "

@@ -232,7 +232,8 @@ def test_bad_settings_and_splits_end_with_one_sentence(synth, tmp_path):
 # too small for its labeled cases in process (test_bad_input.py, test_data.py)
 def test_more_bad_settings_end_with_one_sentence(synth, tmp_path):
     refused_in_one_sentence([
-        (train_args(synth, tmp_path / "2", "--val_interval", "0"), "val_interval must be >= 1"),
+        (train_args(synth, tmp_path / "2", "--val_interval", "0"),
+         "val_interval must be a whole number of iterations between validations, 1 or more"),
         (train_args(synth, tmp_path / "7", "--num_labeled", "20"),
          f"{os.path.join(synth, 'train.list')}: 8 training cases cannot give 20 labeled + 1 validation cases."),
     ], tmp_path)

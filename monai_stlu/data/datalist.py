@@ -8,6 +8,8 @@ import json
 import os
 from collections.abc import Sequence
 
+from monai_stlu.utils.settings_check import check_count
+
 __all__ = ["semi_supervised_split", "h5_split", "json_split", "check_h5_case", "DATA_HELP", "LA_CASE_PATH"]
 
 DATA_HELP = (
@@ -50,8 +52,8 @@ def check_h5_case(path: str, keys: Sequence[str] = ("image", "label")) -> None:
 def _split_labeled(
     cases: list[dict], num_labeled: int, num_val: int, source: str, val_ids: Sequence[str] | None = None
 ) -> dict[str, list[dict]]:
-    if num_labeled < 1:
-        raise ValueError(f"num_labeled must be >= 1, got {num_labeled}.")
+    num_labeled = check_count(num_labeled, "num_labeled", 1, " of labeled cases")
+    num_val = check_count(num_val, "num_val", 0, " of validation cases")
     if val_ids:
         ids = [c["id"] for c in cases]
         unknown = [v for v in val_ids if v not in ids]
@@ -174,10 +176,10 @@ def h5_split(
         return out
 
     if val_list:
-        split = _split_labeled(cases(train_path, "train_list"), int(num_labeled), 0, train_path)
+        split = _split_labeled(cases(train_path, "train_list"), num_labeled, 0, train_path)
         split["val"] = cases(resolve(val_list), "val_list")
     else:
-        split = _split_labeled(cases(train_path, "train_list"), int(num_labeled), int(num_val), train_path, val_ids)
+        split = _split_labeled(cases(train_path, "train_list"), num_labeled, num_val, train_path, val_ids)
     split["test"] = cases(test_path, "test_list", open_files=check_test) if os.path.isfile(test_path) else []
     _refuse_overlap(split, test_path, lambda c: c["id"])
     return split
@@ -219,6 +221,8 @@ def json_split(
         FileNotFoundError: the JSON or a file it names does not exist.
         ValueError: a malformed JSON, too few cases, or a test case that is also a training or validation case.
     """
+    num_labeled = check_count(num_labeled, "num_labeled", 0, " of labeled cases (0: every labeled entry)")
+    num_val = check_count(num_val, "num_val", 0, " of validation cases")
     if not os.path.isfile(datalist_file):
         raise FileNotFoundError(f"{datalist_file}: datalist JSON not found. {DATA_HELP}")
     try:

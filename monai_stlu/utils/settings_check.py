@@ -7,6 +7,8 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import json
+import math
+import numbers
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -16,7 +18,7 @@ from monai_stlu.utils.bundle import argv_value, config_files_from_argv
 
 __all__ = [
     "top_level_values", "unknown_override_keys", "check_command_line_keys", "check_optional_packages",
-    "check_max_iterations", "check_settings",
+    "check_count", "check_max_iterations", "check_settings",
 ]
 
 # monai.bundle run's own arguments, never config keys
@@ -169,15 +171,30 @@ def check_command_line_keys(argv: Sequence[str] | None = None) -> None:
         )
 
 
-def check_max_iterations(value: Any, name: str = "max_iterations") -> int:
-    """Check ``value`` as the training's length: an integer >= 1.
+def check_count(value: Any, name: str, minimum: int = 1, of: str = "") -> int:
+    """Check ``value`` as a whole number >= ``minimum`` (digits given as text, as a command line may, count).
+
+    Args:
+        value: the setting as given.
+        name: its key, for the message.
+        minimum: the smallest allowed value.
+        of: what it counts, for the message (e.g. ``" of labeled cases"``).
 
     Raises:
-        ValueError: naming ``name`` and the value (``--max_iterations abc`` arrives as a string).
+        ValueError: one sentence naming the key, the rule and the value (``--num_labeled abc`` arrives as a string).
     """
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a whole number of iterations, 1 or more, got {value!r}.")
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = int(value)  # a NumPy integer too
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be a whole number{of}, {minimum} or more, got {value!r}.")
     return value
+
+
+def check_max_iterations(value: Any, name: str = "max_iterations") -> int:
+    """Check ``value`` as the training's length: an integer >= 1 (:py:func:`check_count`)."""
+    return check_count(value, name, 1, " of iterations")
 
 
 def check_settings(
@@ -186,6 +203,7 @@ def check_settings(
     val_interval: int | None = None,
     sw_batch_size: int | None = None,
     max_iterations: Any = None,
+    learning_rate: Any = None,
 ) -> None:
     """Check settings that would otherwise fail (or silently misbehave) after minutes of loading.
 
@@ -197,12 +215,16 @@ def check_settings(
         val_interval: iterations between validations (>= 1).
         sw_batch_size: windows per forward pass (>= 1).
         max_iterations: the training's length, a whole number >= 1 (``--max_iterations abc`` arrives as a string).
+        learning_rate: the optimizer's initial learning rate, a finite number > 0.
 
     Raises:
         ValueError: one sentence naming the key, its value and the rule.
     """
     if max_iterations is not None:
         check_max_iterations(max_iterations)
+    if learning_rate is not None and (isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real)
+                                      or not math.isfinite(learning_rate) or learning_rate <= 0):
+        raise ValueError(f"learning_rate must be a number above 0, got {learning_rate!r}.")
     patch = [int(p) for p in patch_size]
     for name, stride in (strides or {}).items():
         if stride is None:
@@ -215,7 +237,7 @@ def check_settings(
                 f"{name} {stride} does not suit patch_size {patch}: every stride must be between 1 and the window "
                 "size on its axis (larger strides leave voxels that no window sees)."
             )
-    if val_interval is not None and int(val_interval) < 1:
-        raise ValueError(f"val_interval must be >= 1 (iterations between validations), got {val_interval}.")
-    if sw_batch_size is not None and int(sw_batch_size) < 1:
-        raise ValueError(f"sw_batch_size must be >= 1, got {sw_batch_size}.")
+    if val_interval is not None:
+        check_count(val_interval, "val_interval", 1, " of iterations between validations")
+    if sw_batch_size is not None:
+        check_count(sw_batch_size, "sw_batch_size", 1, " of windows per forward pass")
