@@ -56,7 +56,7 @@ from monai_stlu.bundle.compare import (
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "bundles", "stlu_la", "configs")
 METHODS = (
-    "supervised", "supervised_ssl4mis", "supervised_uamt", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "dtc",
+    "supervised", "supervised_ssl4mis", "supervised_uamt", "supervised_ssnet", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "dtc",
     "sassnet", "ssnet", "dan", "urpc", "cct", "ict", "mcnet", "ml", "mcf", "tracoco", "stlu",
 )
 _RUN_NAME = re.compile(r"(.+)_seed(\d+)")  # a run folder: <method><tag>_seed<seed>

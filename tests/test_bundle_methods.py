@@ -15,7 +15,7 @@ from conftest import REPO_ROOT, shared_la_dir
 
 CONFIGS = REPO_ROOT / "bundles" / "stlu_la" / "configs"
 METHODS = [
-    "supervised", "supervised_ssl4mis", "supervised_uamt", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "dtc", "sassnet", "ssnet", "dan", "urpc",
+    "supervised", "supervised_ssl4mis", "supervised_uamt", "supervised_ssnet", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "dtc", "sassnet", "ssnet", "dan", "urpc",
     "cct", "ict", "mcnet", "ml", "mcf", "tracoco", "stlu",
 ]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

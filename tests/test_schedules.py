@@ -23,6 +23,7 @@ REFERENCES = {
     "supervised": ("STLU-Net recipe", 15000, None, None, 0, None, None),
     "supervised_ssl4mis": ("SSL4MIS train_fully_supervised_3D.py", 30000, None, None, 0, ("poly",), None),
     "supervised_uamt": ("UA-MT train_LA.py", 6000, None, None, 0, ("step", 2500), None),
+    "supervised_ssnet": ("SS-Net train_ss_3d.py", 15000, None, None, 0, ("step", 2500), None),
     "mean_teacher": ("SSL4MIS train_mean_teacher_3D.py", 30000, 0.1, 200, 0, ("poly",), None),
     "cps": ("SSL4MIS train_cross_pseudo_supervision_3D.py", 30000, 0.1, 200, 0, ("poly",), None),
     "ict": ("SSL4MIS train_interpolation_consistency_training_3D.py", 30000, 0.1, 200, 0, ("poly",), None),
@@ -110,11 +111,13 @@ def test_the_schedule_is_the_references_at_the_same_fraction(method, budget):
 
 # each semi-supervised method's recipe (LR rule and supervised loss) and the supervised-only run that shares it, as
 # read from the references: SSL4MIS's 3D scripts train with poly LR and 0.5 (CE + Dice of both classes) as its
-# train_fully_supervised_3D.py; UA-MT, DTC, SASSNet (and SS-Net, BCP, whose step rule is the nearest) with steps
-# of / 10, as UA-MT's train_LA.py; STLU-Net, MC-Net and MC-Net+ with a constant LR and a foreground Dice
+# train_fully_supervised_3D.py; UA-MT, DTC, SASSNet (and BCP, MCF, whose step rule is the nearest) with steps
+# of / 10, as UA-MT's train_LA.py; SS-Net with its own steps of / 10 and its Binary_dice_loss alone; STLU-Net, MC-Net
+# and MC-Net+ with a constant LR and a foreground Dice
 MATCHED = {
     "supervised_ssl4mis": ("mean_teacher", "cps", "ict", "dan", "cct", "urpc", "tracoco"),
-    "supervised_uamt": ("ua_mt", "dtc", "sassnet", "ssnet", "bcp", "mcf"),
+    "supervised_uamt": ("ua_mt", "dtc", "sassnet", "bcp", "mcf"),
+    "supervised_ssnet": ("ssnet",),
     "supervised": ("stlu", "mcnet", "mcnet_plus", "ml"),
 }
 
@@ -130,12 +133,18 @@ def test_every_method_names_the_supervised_run_of_its_recipe(recipe):
     assert sup.get_parsed_content("matched_supervised") == recipe
     assert sup.get_parsed_content("unlabeled_data_loader") is None
     loss = sup.get_parsed_content("method#sup_loss")
-    kind = {"supervised": type(None), "supervised_ssl4mis": PolyDecay, "supervised_uamt": StepDecay}[recipe]
+    kind = {"supervised": type(None), "supervised_ssl4mis": PolyDecay, "supervised_uamt": StepDecay,
+            "supervised_ssnet": StepDecay}[recipe]
     assert type(sup.get_parsed_content("lr_factor")) is kind
     if recipe == "supervised_ssl4mis":  # 0.5 CE + 0.5 Dice over both classes
         assert isinstance(loss, SegDiceCELoss) and loss.dice.include_background and loss.lambda_ce == 0.5
     elif recipe == "supervised_uamt":  # 0.5 CE + 0.5 foreground Dice
         assert isinstance(loss, SegDiceCELoss) and not loss.dice.include_background and loss.lambda_dice == 0.5
+    elif recipe == "supervised_ssnet":  # SS-Net's Binary_dice_loss: the loss its method file trains the labeled with
+        ssnet = parsed("ssnet", 3000).get_parsed_content("method#sup_loss")
+        assert type(loss) is SegDiceLoss and not loss.include_background and not loss.squared_pred
+        assert (loss.smooth_nr, loss.smooth_dr) == (ssnet.smooth_nr, ssnet.smooth_dr) == (1e-8, 1e-8)
+        assert ssnet.squared_pred is False
     else:  # the foreground Dice STLU-Net's own supervised part uses
         assert type(loss) is SegDiceLoss and not loss.include_background
     for method in MATCHED[recipe]:
