@@ -302,3 +302,34 @@ def test_protocol_runs_start_only_if_they_can_finish_by_the_deadline(tmp_path, c
         quality.main([*common[:-1], "tonight", "--methods", "dtc"])
     with pytest.raises(SystemExit, match="--minutes 'dtc=long': give method=minutes pairs"):
         quality.main([*common, "--methods", "dtc", "--minutes", "dtc=long"])
+
+
+def test_the_archive_table_pairs_runs_by_the_current_method_files(tmp_path):
+    """Which supervised run shares a method's recipe is a label, not a training setting: a run archived when SS-Net was
+    paired with UA-MT's recipe is paired with its own (``supervised_ssnet``, added since) by the table, and its gain
+    is taken against that run's cases."""
+    import json
+
+    from benchmarks import quality
+
+    archive, res = tmp_path / "archive", tmp_path / "res"
+    cases = ["A", "B", "C"]
+    for method, dice, matched in (("supervised_uamt", (0.5, 0.5, 0.5), "supervised_uamt"),
+                                  ("supervised_ssnet", (0.7, 0.7, 0.7), "supervised_ssnet"),
+                                  ("ssnet", (0.8, 0.8, 0.8), "supervised_uamt")):
+        run = archive / f"{method}_half_seed0"
+        run.mkdir(parents=True)
+        (run / "test_metrics.csv").write_text("case,class,dice,jaccard,hd95_vox,asd_vox,hd95_mm,asd_mm\n" + "".join(
+            f"{c},1,{d},0.5,3.0,1.0,2.0,0.5\n" for c, d in zip(cases, dice)))
+        (run / "validation.csv").write_text("iteration,dice\n2,0.5\n4,0.6\n")
+        metrics = {"dice": sum(dice) / 3, "jaccard": 0.5, "hd95_vox": 3.0, "asd_vox": 1.0, "hd95_mm": 2.0,
+                   "asd_mm": 0.5}
+        (run / "done.json").write_text(json.dumps({
+            "method": method, "seed": 0, "matched_supervised": matched, "commit": "abc", "precisions": ["float32"],
+            "train_minutes": 1.0, "val_interval": 2, "max_iterations": 4, "largest_component": False,
+            "test": metrics}))
+    quality.main(["table", "--archive_dir", str(archive), "--tag", "_half", "--results_dir", str(res)])
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in (res / "comparison.md").read_text().splitlines()
+            if line.startswith("| ")}
+    assert "| `supervised_ssnet` |" in rows["ssnet"] and "+10.00" in rows["ssnet"], rows["ssnet"]
+    assert "| `supervised_uamt` |" in rows["supervised_uamt"]
