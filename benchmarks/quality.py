@@ -52,13 +52,12 @@ from monai_stlu.bundle.compare import (
     METRICS, comparison_report, mean_metrics, read_cases, resolved, run_method,
     validation_curve, write_text_atomic,
 )
-from monai_stlu.utils.settings_check import top_level_values
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "bundles", "stlu_la", "configs")
 METHODS = (
-    "supervised", "supervised_ssl4mis", "supervised_uamt", "supervised_ssnet", "mean_teacher", "ua_mt", "cps", "mcnet_plus", "bcp", "dtc",
-    "sassnet", "ssnet", "dan", "urpc", "cct", "ict", "mcnet", "ml", "mcf", "tracoco", "stlu",
+    "supervised", "supervised_ssl4mis", "supervised_uamt", "supervised_ssnet", "mean_teacher", "ua_mt", "cps",
+    "mcnet_plus", "bcp", "dtc", "sassnet", "ssnet", "dan", "urpc", "cct", "ict", "mcnet", "ml", "mcf", "tracoco", "stlu",
 )
 _RUN_NAME = re.compile(r"(.+)_seed(\d+)")  # a run folder: <method><tag>_seed<seed>
 
@@ -227,15 +226,9 @@ def comparison_table(opts: argparse.Namespace) -> str:
         method = tagged[: len(tagged) - len(opts.tag)] if opts.tag else tagged
         if method not in METHODS:
             continue
-        # which supervised run shares a method's recipe is a label, not a training setting: the current method
-        # file's, so that a recipe added since (supervised_ssnet) pairs the runs archived before it
-        matched = top_level_values(config_paths("cpu", method)).get("matched_supervised")
         for seed, folder in seeds.items():
             with open(os.path.join(folder, "done.json")) as f:
-                summary = json.load(f)
-            if matched:
-                summary["matched_supervised"] = matched
-            runs[method][seed] = (folder, summary)
+                runs[method][seed] = (folder, json.load(f))
     if not runs:
         raise SystemExit(f"no archived run tagged {opts.tag!r} in {opts.archive_dir}.")
     return comparison_report(opts.results_dir, METHODS, runs, CONFIGS)

@@ -394,20 +394,22 @@ def comparison_report(
         order: the methods' order in the table (others follow, sorted).
         runs: method -> seed -> (run folder, its ``done.json``); default the finished runs in ``out/runs``. Archived
             runs (``test_metrics.csv``, ``validation.csv``) are read too.
-        configs: a bundle's configs folder, for runs whose record does not name the supervised run of their recipe
-            (read from the method file) or their budget (read from their overrides).
+        configs: a bundle's configs folder: each run is paired with the supervised run its method file names now
+            (else the one its record names), and a record without its budget reads it from its overrides.
     """
     from monai_stlu.utils.settings_check import top_level_values
 
     runs = _finished(out) if runs is None else runs
     for method, seeds in runs.items():
+        # which supervised run shares a method's recipe is a label, not a training setting: with ``configs`` the
+        # current method file's, so that a recipe added since (supervised_ssnet) pairs the runs recorded before it
+        current = top_level_values(method_files(configs, method, None)) if configs else {}
         for _, summary in seeds.values():
             if "max_iterations" not in summary:
                 summary["max_iterations"] = int(override_values(summary.get("override") or []).get(
                     "max_iterations", summary.get("max_iterations", 0)))
-            if "matched_supervised" not in summary and configs:
-                summary["matched_supervised"] = top_level_values(method_files(configs, method, None)).get(
-                    "matched_supervised")
+            if configs:
+                summary["matched_supervised"] = current.get("matched_supervised", summary.get("matched_supervised"))
     if not runs:
         raise ValueError(f"{out}: no finished run to report (runs/*/done.json); run the comparison first.")
     methods = [m for m in (order or []) if m in runs] + sorted(m for m in runs if m not in (order or []))
