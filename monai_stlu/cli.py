@@ -256,8 +256,7 @@ def _check_bundle_command(cmd: Sequence[str]) -> None:
     start = list(cmd).index("monai.bundle") + 1
     check_command_line_keys([os.path.join("monai", "bundle", "__main__.py"), *cmd[start:]])
     if "--max_iterations" in cmd:
-        value = cmd[list(cmd).index("--max_iterations") + 1]  # the command line's text: digits are a number
-        check_max_iterations(int(value) if value.isdigit() else value, "--max_iterations")
+        check_max_iterations(cmd[list(cmd).index("--max_iterations") + 1], "--max_iterations")  # digits count
 
 
 def train(
